@@ -1,0 +1,121 @@
+"""Threads, asyncio and a vanishing token against a real SoftHSM2 token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hsm import AesUsage, HealthStatus, HsmUnavailable, Pin
+from hsm.aio import AsyncHsm
+from hsm.pkcs11_hsm import Pkcs11Hsm
+from tests.conftest import TEST_PIN
+
+
+def token_directory(softhsm_dir: Path, label: str) -> Path:
+    """The per-token subdirectory SoftHSM made for ``label``."""
+    for sub in (softhsm_dir / "tokens").iterdir():
+        obj = sub / "token.object"
+        if obj.exists() and label.encode() in obj.read_bytes():
+            return sub
+    raise AssertionError(f"no token directory for {label}")
+
+
+def test_threads_and_asyncio_tasks_share_one_token(
+    make_token: Callable[[], str], softhsm_module: str
+) -> None:
+    hsm = Pkcs11Hsm(softhsm_module, make_token(), Pin(TEST_PIN), pool_size=4)
+    hsm.generate_aes_key("k", [AesUsage.ENCRYPT, AesUsage.DECRYPT])
+    deadline = time.monotonic() + 3.0
+    errors: list[str] = []
+    counts = {"threads": 0, "tasks": 0}
+    count_lock = threading.Lock()
+
+    def round_trip(tag: str, i: int) -> None:
+        pt = f"{tag}-{i}".encode() * 3
+        aad = f"aad-{tag}".encode()
+        ct = hsm.encrypt("k", pt, aad)
+        if hsm.decrypt("k", ct.iv, ct.ciphertext, ct.tag, aad) != pt:
+            errors.append(f"{tag}: wrong plaintext")
+
+    def worker(n: int) -> None:
+        i = 0
+        try:
+            while time.monotonic() < deadline:
+                round_trip(f"thread{n}", i)
+                i += 1
+        except Exception as exc:  # the assertion below reports it
+            errors.append(repr(exc))
+        with count_lock:
+            counts["threads"] += i
+
+    async def tasks() -> None:
+        ahsm = AsyncHsm(hsm, workers=4)
+
+        async def task(n: int) -> None:
+            i = 0
+            while time.monotonic() < deadline:
+                pt = f"task{n}-{i}".encode()
+                ct = await ahsm.call(hsm.encrypt, "k", pt, b"async")
+                out = await ahsm.call(hsm.decrypt, "k", ct.iv, ct.ciphertext, ct.tag, b"async")
+                if out != pt:
+                    errors.append(f"task{n}: wrong plaintext")
+                i += 1
+            counts["tasks"] += i
+
+        await asyncio.gather(*(task(n) for n in range(200)))
+        ahsm.shutdown()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    asyncio.run(tasks())
+    for t in threads:
+        t.join()
+    print(f"round trips: threads={counts['threads']} asyncio={counts['tasks']}")
+    assert errors == []
+    assert counts["threads"] > 100 and counts["tasks"] > 100
+
+
+def test_token_disappears_and_comes_back(
+    make_token: Callable[[], str], softhsm_module: str, softhsm_dir: Path, tmp_path: Path
+) -> None:
+    label = make_token()
+    hsm = Pkcs11Hsm(softhsm_module, label, Pin(TEST_PIN))
+    hsm.generate_aes_key("k", [AesUsage.ENCRYPT, AesUsage.DECRYPT])
+    hsm.generate_aes_key("health", [AesUsage.ENCRYPT, AesUsage.DECRYPT])
+    ct = hsm.encrypt("k", b"before", b"")
+    assert hsm.probe("health").status is HealthStatus.ACTIVE
+
+    directory = token_directory(softhsm_dir, label)
+    parked = tmp_path / "parked"
+    os.rename(directory, parked)
+    try:
+        with pytest.raises(HsmUnavailable):
+            hsm.encrypt("k", b"during", b"")
+        with pytest.raises(HsmUnavailable):
+            hsm.decrypt("k", ct.iv, ct.ciphertext, ct.tag, b"")
+        start = time.monotonic()
+        report = hsm.probe("health")
+        assert report.status is HealthStatus.UNAVAILABLE
+        assert time.monotonic() - start < 0.25  # fails fast, no hang
+    finally:
+        os.rename(parked, directory)
+
+    # No restart: the layer reinitializes and logs in again by itself.
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            assert hsm.decrypt("k", ct.iv, ct.ciphertext, ct.tag, b"") == b"before"
+            break
+        except HsmUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert hsm.probe("health").status is HealthStatus.ACTIVE
+    assert hsm.reconnects >= 1
