@@ -12,6 +12,10 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.pg import PostgresServer
 
 import pytest
 
@@ -65,3 +69,12 @@ def softhsm_module() -> str:
     if path is None:
         pytest.fail("SoftHSM2 is not installed: run `make install`")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator["PostgresServer"]:
+    from tests.pg import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()

@@ -1,0 +1,49 @@
+# The two commands of the README: `make run` and `make test`. `make install` is the only
+# place that installs anything; it is idempotent (it skips what is there already).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export KMS_HOME ?= $(CURDIR)/var
+
+.PHONY: install system-packages run test lint clean
+
+install: system-packages $(STAMP)
+
+# Debian packages: SoftHSM2 (the dev/test HSM), PostgreSQL (multi-replica tests), wrk (bench).
+system-packages:
+	@missing=""; \
+	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/kms init
+	@$(BIN)/kms keys show demo >/dev/null 2>&1 || $(BIN)/kms keys create demo
+	@$(BIN)/kms xks credentials list default 2>/dev/null | grep -q . || \
+	  ( umask 077; $(BIN)/kms xks credentials add default --json < /dev/null > $(KMS_HOME)/xks-credential.json && \
+	    echo "XKS credential (shown once) written to $(KMS_HOME)/xks-credential.json" )
+	$(BIN)/kms serve --host 127.0.0.1 --port 8000
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check hsm kms gateway tests
+	$(BIN)/mypy --strict hsm kms
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

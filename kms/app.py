@@ -1,0 +1,93 @@
+"""The HTTP application: ``create_app(runtime)`` builds FastAPI with every router.
+
+Routes are thin: they parse, call one service method, serialize. Errors are mapped in one
+place (kms/http_errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from hsm.aio import AsyncHsm
+from kms.audit.event import SYSTEM_ACTOR
+from kms.errors import KmsError
+from kms.runtime import Runtime
+from kms.settings import HEALTH_KEY_LABEL, Settings
+
+SWEEP_INTERVAL_S = 60.0
+
+
+class AppState:
+    """Per-process state the routes share (one per worker)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.ahsm = AsyncHsm(runtime.hsm)
+        self.stop = threading.Event()
+
+
+def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
+    state = AppState(runtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if background:
+            runtime.audit.start_checkpointing(runtime.settings.checkpoint_interval_s)
+            threading.Thread(target=_sweeper, args=(state,), daemon=True,
+                             name="deletion-sweeper").start()
+        yield
+        state.stop.set()
+        state.ahsm.shutdown()
+        runtime.close()
+
+    app = FastAPI(title="CMK service (XKS proxy)", version="0.1.0", lifespan=lifespan)
+    app.state.kms = state
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        """Readiness: a real HSM round trip, the database and the audit log head."""
+        body: dict[str, Any] = {}
+        ok = True
+        report = await state.ahsm.call(runtime.hsm.probe, HEALTH_KEY_LABEL)
+        body["hsm"] = {"status": report.status.value, "latencyMs": round(report.latency_ms, 3),
+                       "detail": report.detail}
+        ok &= report.status.value != "UNAVAILABLE"
+        try:
+            await asyncio.to_thread(runtime.registry.epoch)
+            head = await asyncio.to_thread(runtime.audit.head)
+            body["database"] = {"status": "ok"}
+            body["audit"] = {"status": "ok", "size": head.size}
+        except KmsError as exc:
+            ok = False
+            body["database"] = {"status": "unavailable", "error": exc.error_name}
+        except Exception:
+            ok = False
+            body["database"] = {"status": "unavailable"}
+        body["status"] = "ready" if ok else "unavailable"
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return app
+
+
+def _sweeper(state: AppState) -> None:
+    """Destroy keys whose deletion waiting period ended."""
+    while not state.stop.wait(SWEEP_INTERVAL_S):
+        with contextlib.suppress(Exception):
+            state.runtime.keys.sweep_due_deletions(SYSTEM_ACTOR)
+
+
+def create_app_from_env() -> FastAPI:
+    """The uvicorn factory (``kms serve``): one Runtime per worker process."""
+    return create_app(Runtime.open(Settings.from_env()))

@@ -1,0 +1,61 @@
+"""``kms serve``: the HTTP service under uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from kms.cli.main import command
+from kms.runtime import Runtime
+from kms.settings import Settings
+
+
+def register(sub: Any, json_flag: Any) -> None:
+    p = command(sub, "serve", _serve, "run the XKS, admin and operations HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--tls-cert", help="PEM certificate chain (enables HTTPS)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates (mTLS)")
+    p.add_argument("--log-level", default="warning")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import ssl
+
+    import uvicorn
+
+    settings = Settings.from_env()
+    # Fail before forking workers if the set-up is wrong, with a clear message.
+    Runtime.open(settings).close()
+    if settings.own_softhsm_conf:
+        os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
+    store_prefix = _default_prefix(settings)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"kms: serving on {scheme}://{args.host}:{args.port} with {args.workers} worker(s)",
+          file=sys.stderr)
+    if store_prefix:
+        print(f"kms: XKS endpoint {scheme}://{args.host}:{args.port}/{store_prefix}/kms/xks/v1",
+              file=sys.stderr)
+    kwargs: dict[str, Any] = {}
+    if args.tls_cert:
+        kwargs.update(ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+        if args.tls_client_ca:
+            kwargs.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    uvicorn.run("kms.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="uvloop", http="httptools",
+                log_level=args.log_level, access_log=False, timeout_keep_alive=30, **kwargs)
+    return 0
+
+
+def _default_prefix(settings: Settings) -> str | None:
+    rt = Runtime.open(settings)
+    try:
+        return rt.registry.get_store("default").uri_prefix
+    except Exception:
+        return None
+    finally:
+        rt.close()

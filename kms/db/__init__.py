@@ -1,0 +1,1 @@
+"""The KMS database: schema, versioned migrations, engine set-up."""

@@ -1,0 +1,1 @@
+"""Keys: the model and its lifecycle, the registry (database), the key service (HSM)."""

@@ -1,0 +1,135 @@
+"""The kill switch's other half: how every process learns that a key's state changed.
+
+Each process caches :class:`KeyRecord` snapshots, keyed by key id, for the hot path. The
+cache is valid only while the database's state epoch (bumped by every state change) is
+the one it was filled under:
+
+* ``PollingEpoch`` re-reads the epoch row at most every ``interval`` seconds (SQLite; the
+  read is one indexed row in a local file).
+* ``NotifyEpoch`` (PostgreSQL) listens on the ``kms_state`` channel in a background
+  thread and re-reads the epoch on each notification and at least every ``interval``; when
+  the listener has not confirmed the epoch within ``bound`` seconds, ``current()`` reads it
+  from the database itself (fail closed: if that fails, the request fails).
+
+The process that makes a change also clears its cache before the change returns, so a
+revoke is refused by its own process on the very next call. The published bound for every
+other process is ``interval`` (default 0.25 s), comfortably inside the 1 s of the design.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+from kms.errors import DependencyTimeoutError
+from kms.keys.model import KeyRecord
+from kms.keys.registry import NOTIFY_CHANNEL, Registry
+
+DEFAULT_INTERVAL_S = 0.25
+
+
+class EpochSource(Protocol):
+    def current(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class PollingEpoch:
+    """Reads the epoch row at most every ``interval`` seconds."""
+
+    def __init__(self, registry: Registry, interval: float = DEFAULT_INTERVAL_S) -> None:
+        self._registry = registry
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._value = -1
+        self._checked = float("-inf")
+
+    def current(self) -> int:
+        now = time.monotonic()
+        if now - self._checked < self._interval:
+            return self._value
+        with self._lock:
+            if time.monotonic() - self._checked >= self._interval:
+                self._value = self._registry.epoch()
+                self._checked = time.monotonic()
+            return self._value
+
+    def close(self) -> None:
+        pass
+
+
+class NotifyEpoch:
+    """PostgreSQL LISTEN/NOTIFY, with a periodic re-read as a heartbeat."""
+
+    def __init__(self, registry: Registry, dsn: str, interval: float = DEFAULT_INTERVAL_S,
+                 bound: float = 0.5) -> None:
+        self._registry = registry
+        self._dsn = dsn
+        self._interval = interval
+        self._bound = bound
+        self._value = registry.epoch()
+        self._confirmed = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="kms-epoch", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        import psycopg  # only PostgreSQL deployments need it
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=2) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        self._value = self._registry.epoch()
+                        self._confirmed = time.monotonic()
+                        for _ in conn.notifies(timeout=self._interval, stop_after=1):
+                            pass
+            except Exception:  # reconnect; current() falls back to direct reads meanwhile
+                self._stop.wait(0.2)
+
+    def current(self) -> int:
+        if time.monotonic() - self._confirmed <= self._bound:
+            return self._value
+        return self._registry.epoch()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class KeyStateCache:
+    """KeyRecord snapshots valid for one state epoch."""
+
+    def __init__(self, registry: Registry, epoch: EpochSource) -> None:
+        self._registry = registry
+        self._epoch = epoch
+        self._lock = threading.Lock()
+        self._filled_under = -1
+        self._records: dict[str, KeyRecord] = {}
+
+    def get(self, key_id: str) -> KeyRecord:
+        try:
+            epoch = self._epoch.current()
+        except DependencyTimeoutError:
+            raise
+        with self._lock:
+            if epoch != self._filled_under:
+                self._records.clear()
+                self._filled_under = epoch
+            record = self._records.get(key_id)
+        if record is None:
+            record = self._registry.get_key(key_id)
+            with self._lock:
+                if self._filled_under == epoch:
+                    self._records[key_id] = record
+        return record
+
+    def invalidate(self) -> None:
+        """Forget everything now (called by the process that changed a key's state)."""
+        with self._lock:
+            self._records.clear()
+            self._filled_under = -1
+
+    def close(self) -> None:
+        self._epoch.close()

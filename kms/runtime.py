@@ -1,0 +1,108 @@
+"""Wiring: builds the service objects from :class:`Settings` for the CLI and the server.
+
+Nothing here is a module-level singleton: ``Runtime.open`` returns a fresh object graph,
+and tests build their own with injected parts.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from hsm import HsmConfigError, HsmUnavailable, load_pin
+from hsm.interface import Hsm
+from hsm.pkcs11_hsm import Pkcs11Hsm, find_softhsm_module
+from kms.audit.checkpoint import Signer
+from kms.audit.log import AuditLog
+from kms.clock import Clock, system_clock
+from kms.db.engine import is_sqlite, make_engine
+from kms.db.migrations import require_current
+from kms.errors import DependencyTimeoutError, ValidationError
+from kms.keys.registry import Registry
+from kms.keys.service import KeyService
+from kms.keys.state_cache import EpochSource, KeyStateCache, NotifyEpoch, PollingEpoch
+from kms.settings import AUDIT_SIGNING_KEY_LABEL, Settings
+
+AUDIT_KEY_NAME = "kms-audit"
+
+
+def module_path(settings: Settings) -> str:
+    path = settings.pkcs11_module or find_softhsm_module()
+    if path is None:
+        raise ValidationError(
+            "no PKCS#11 module: install softhsm2 (make install) or set KMS_PKCS11_MODULE")
+    return path
+
+
+def open_hsm(settings: Settings, *, attempts: int = 6) -> Pkcs11Hsm:
+    """Open the token, retrying briefly: several workers starting at once on one token
+    directory can make SoftHSM report NoSuchToken (shared/facts.md)."""
+    if settings.own_softhsm_conf:
+        os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
+    pin = load_pin(settings.pin_env())
+    path = module_path(settings)
+    for attempt in range(attempts):
+        try:
+            return Pkcs11Hsm(path, settings.token_label, pin)
+        except HsmUnavailable:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 + random.random() * 0.2 * (attempt + 1))  # noqa: S311 - jitter
+    raise HsmConfigError("unreachable")
+
+
+def epoch_source(settings: Settings, registry: Registry) -> EpochSource:
+    if is_sqlite(settings.database_url):
+        return PollingEpoch(registry)
+    dsn = settings.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return NotifyEpoch(registry, dsn)
+
+
+def hsm_signer(hsm: Hsm) -> Signer:
+    def sign(message: bytes) -> bytes:
+        return hsm.sign(AUDIT_SIGNING_KEY_LABEL, message)
+
+    return sign
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    hsm: Hsm
+    registry: Registry
+    cache: KeyStateCache
+    audit: AuditLog
+    keys: KeyService
+    clock: Clock = field(default=system_clock)
+
+    @classmethod
+    def open(cls, settings: Settings, *, hsm: Hsm | None = None,
+             clock: Clock = system_clock) -> Runtime:
+        engine = make_engine(settings.database_url)
+        try:
+            require_current(engine)
+        except Exception as exc:
+            if isinstance(exc, DependencyTimeoutError):
+                raise
+            raise DependencyTimeoutError("the database is unavailable") from None
+        hsm = hsm or open_hsm(settings)
+        registry = Registry(engine)
+        cache = KeyStateCache(registry, epoch_source(settings, registry))
+        audit = AuditLog(engine, clock, origin=settings.audit_origin, key_name=AUDIT_KEY_NAME,
+                         public_key_pem=hsm.public_key_pem(AUDIT_SIGNING_KEY_LABEL),
+                         sign=hsm_signer(hsm))
+        audit.check_integrity()
+        keys = KeyService(registry, hsm, cache, audit, clock,
+                          allow_short_deletion=settings.allow_short_deletion)
+        return cls(settings, engine, hsm, registry, cache, audit, keys, clock)
+
+    def close(self) -> None:
+        self.audit.close()
+        self.cache.close()
+        self.hsm.close()
+        self.engine.dispose()
