@@ -1,7 +1,7 @@
 """The HTTP application: ``create_app(runtime)`` builds FastAPI with every router.
 
 Routes are thin: they parse, call one service method, serialize. Errors are mapped in one
-place (kms/http_errors.py).
+place (kms/errors.py holds the table; kms/xks/wire.py renders XKS bodies).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from kms.audit.event import SYSTEM_ACTOR
 from kms.errors import KmsError
 from kms.runtime import Runtime
 from kms.settings import HEALTH_KEY_LABEL, Settings
+from kms.xks.handler import XksHandler
+from kms.xks.routes import XksEndpoint, unknown_path, xks_routes
 
 SWEEP_INTERVAL_S = 60.0
 
@@ -31,6 +33,9 @@ class AppState:
         self.runtime = runtime
         self.ahsm = AsyncHsm(runtime.hsm)
         self.stop = threading.Event()
+        handler = XksHandler(runtime.keys, runtime.cache, runtime.credentials, runtime.hsm,
+                             runtime.clock, fleet_size=runtime.settings.fleet_size)
+        self.xks = XksEndpoint(handler, runtime.audit)
 
 
 def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
@@ -44,11 +49,13 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
                              name="deletion-sweeper").start()
         yield
         state.stop.set()
+        state.xks.shutdown()
         state.ahsm.shutdown()
         runtime.close()
 
     app = FastAPI(title="CMK service (XKS proxy)", version="0.1.0", lifespan=lifespan)
     app.state.kms = state
+    install_xks(app, state)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -79,6 +86,13 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app
+
+
+def install_xks(app: FastAPI, state: AppState) -> None:
+    """The XKS routes, and the XKS 404 body for every unknown path."""
+    for route in xks_routes(state.xks):
+        app.router.routes.append(route)
+    app.add_exception_handler(404, unknown_path)
 
 
 def _sweeper(state: AppState) -> None:

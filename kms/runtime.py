@@ -26,6 +26,7 @@ from kms.keys.registry import Registry
 from kms.keys.service import KeyService
 from kms.keys.state_cache import EpochSource, KeyStateCache, NotifyEpoch, PollingEpoch
 from kms.settings import AUDIT_SIGNING_KEY_LABEL, Settings
+from kms.xks.credential_store import CredentialStore
 
 AUDIT_KEY_NAME = "kms-audit"
 
@@ -78,6 +79,7 @@ class Runtime:
     cache: KeyStateCache
     audit: AuditLog
     keys: KeyService
+    credentials: CredentialStore
     clock: Clock = field(default=system_clock)
 
     @classmethod
@@ -99,7 +101,8 @@ class Runtime:
         audit.check_integrity()
         keys = KeyService(registry, hsm, cache, audit, clock,
                           allow_short_deletion=settings.allow_short_deletion)
-        return cls(settings, engine, hsm, registry, cache, audit, keys, clock)
+        credentials = CredentialStore(engine, hsm, audit, clock)
+        return cls(settings, engine, hsm, registry, cache, audit, keys, credentials, clock)
 
     def close(self) -> None:
         self.audit.close()

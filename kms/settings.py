@@ -30,6 +30,7 @@ class Settings:
     allow_short_deletion: bool = False  # KMS_DEV_ALLOW_SHORT_DELETION=1: 0-6 day waits
     checkpoint_interval_s: float = 10.0
     audit_origin: str = "kms.local/audit"
+    fleet_size: int = 1  # KMS_FLEET_SIZE: replicas behind the XKS endpoint (health answer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -53,6 +54,7 @@ class Settings:
             allow_short_deletion=env.get("KMS_DEV_ALLOW_SHORT_DELETION") == "1",
             checkpoint_interval_s=interval,
             audit_origin=env.get("KMS_AUDIT_ORIGIN", "kms.local/audit"),
+            fleet_size=_positive_int(env.get("KMS_FLEET_SIZE", "1"), "KMS_FLEET_SIZE"),
         )
 
     def pin_env(self) -> dict[str, str]:
@@ -60,3 +62,9 @@ class Settings:
         if self.env.get("KMS_PKCS11_PIN"):
             return {"KMS_PKCS11_PIN": self.env["KMS_PKCS11_PIN"]}
         return {"KMS_PKCS11_PIN_FILE": str(self.pin_file)}
+
+
+def _positive_int(text: str, name: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValidationError(f"{name} must be a positive integer")
+    return int(text)

@@ -43,6 +43,11 @@ def register(sub: Any, json_flag: Any) -> None:
     p.add_argument("key_id")
     p.add_argument("--confirm", required=True, metavar="KEY_ID",
                    help="repeat the key id to confirm")
+    p = command(keys, "set-rules", _rules,
+                "secondary authorization: JSON allow lists on requestMetadata ('' clears)",
+                json_flag)
+    p.add_argument("key_id")
+    p.add_argument("rules", help='e.g. \'{"awsPrincipalArn": ["arn:aws:iam::1:role/app"]}\'')
     p = command(keys, "import-hsm", _import, "register an existing HSM key by label", json_flag)
     p.add_argument("key_id")
     p.add_argument("--label", required=True)
@@ -126,3 +131,16 @@ def _import(args: argparse.Namespace) -> int:
         key = rt.keys.import_hsm_key(args.key_id, args.label, parse_usage(args.usage),
                                      cli_actor(), args.store)
         return _show_key(args, key, "imported")
+
+
+def _rules(args: argparse.Namespace) -> int:
+    import json
+
+    from kms.xks.authorization import parse_rules
+
+    text = json.dumps(parse_rules(args.rules), sort_keys=True) if args.rules else None
+    with runtime() as rt:
+        key = rt.keys.set_rules(args.key_id, text, cli_actor())
+    emit(args, {"keyId": key.key_id, "rules": json.loads(text) if text else None},
+         f"rules of {key.key_id}: {text or 'none'}")
+    return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -53,6 +54,7 @@ from kms.keys.model import (
 from kms.keys.registry import Registry
 from kms.keys.state_cache import KeyStateCache
 
+Authorizer = Callable[[KeyRecord], None]
 AAD_DOMAIN = b"kms-key-v1"
 MIN_DELETION_DAYS, MAX_DELETION_DAYS = 7, 30
 HSM_USAGES = frozenset({AesUsage.ENCRYPT, AesUsage.DECRYPT})
@@ -118,22 +120,31 @@ class KeyService:
 
     # -- cryptography -------------------------------------------------------------------
 
-    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes, *,
-                store: str | None = None) -> Encrypted:
+    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes | Callable[[int], bytes], *,
+                store: str | None = None, authorize: Authorizer | None = None) -> Encrypted:
+        """Encrypt under the primary version. ``aad`` may be a function of the version, for
+        callers (XKS) whose AAD carries the version it was made with; ``authorize`` may
+        refuse the request on the key's snapshot before the HSM is called."""
         key = self.usable_key(key_id, KeyUsage.ENCRYPT, store)
+        if authorize is not None:
+            authorize(key)
         version = key.version(key.primary_version)
         assert version is not None  # the registry keeps the primary version's row
+        caller_aad = aad(version.version) if callable(aad) else aad
         try:
             ct = self.hsm.encrypt(version.hsm_label, plaintext,
-                                  bound_aad(key_id, version.version, aad))
+                                  bound_aad(key_id, version.version, caller_aad))
         except HsmError as exc:
             raise translate_hsm_error(exc) from None
         return Encrypted(version.version, ct)
 
     def decrypt(self, key_id: str, version: int, ct: GcmCiphertext, aad: bytes, *,
-                store: str | None = None, usage: KeyUsage = KeyUsage.DECRYPT) -> bytes:
+                store: str | None = None, usage: KeyUsage = KeyUsage.DECRYPT,
+                authorize: Authorizer | None = None) -> bytes:
         """Decrypt; ``usage=ENCRYPT`` is for the verifying decrypt right after an encrypt."""
         key = self.usable_key(key_id, usage, store)
+        if authorize is not None:
+            authorize(key)
         found = key.version(version)
         if found is None or version < key.min_decrypt_version:
             raise InvalidCiphertextError("the ciphertext or its authentication data is invalid")
@@ -259,7 +270,15 @@ class KeyService:
             raise ValidationError("the minimum decryption version must be 1..primary version")
         key = self.registry.set_min_decrypt_version(key_id, version, self.clock())
         self.cache.invalidate()
-        self._audited(Operation.KEY_ROTATE, actor, key_id, {"min_decrypt_version": version})
+        self._audited(Operation.KEY_SET_MIN_DECRYPT_VERSION, actor, key_id,
+                      {"min_decrypt_version": version})
+        return key
+
+    def set_rules(self, key_id: str, rules_json: str | None, actor: Actor) -> KeyRecord:
+        """Secondary-authorization rules (validated by kms.xks.authorization.parse_rules)."""
+        key = self.registry.set_rules(key_id, rules_json, self.clock())
+        self.cache.invalidate()
+        self._audited(Operation.KEY_SET_RULES, actor, key_id, {"rules": rules_json or ""})
         return key
 
     def _transition(self, op: Operation, transition: Transition, key_id: str, actor: Actor,

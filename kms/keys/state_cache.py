@@ -23,7 +23,7 @@ import time
 from typing import Protocol
 
 from kms.errors import DependencyTimeoutError
-from kms.keys.model import KeyRecord
+from kms.keys.model import KeyRecord, KeyStore
 from kms.keys.registry import NOTIFY_CHANNEL, Registry
 
 DEFAULT_INTERVAL_S = 0.25
@@ -107,6 +107,7 @@ class KeyStateCache:
         self._lock = threading.Lock()
         self._filled_under = -1
         self._records: dict[str, KeyRecord] = {}
+        self._stores: list[KeyStore] | None = None
 
     def get(self, key_id: str) -> KeyRecord:
         try:
@@ -116,6 +117,7 @@ class KeyStateCache:
         with self._lock:
             if epoch != self._filled_under:
                 self._records.clear()
+                self._stores = None
                 self._filled_under = epoch
             record = self._records.get(key_id)
         if record is None:
@@ -125,10 +127,27 @@ class KeyStateCache:
                     self._records[key_id] = record
         return record
 
+    def stores(self) -> list[KeyStore]:
+        """All key stores, cached under the same epoch as the keys."""
+        epoch = self._epoch.current()
+        with self._lock:
+            if epoch != self._filled_under:
+                self._records.clear()
+                self._stores = None
+                self._filled_under = epoch
+            stores = self._stores
+        if stores is None:
+            stores = self._registry.list_stores()
+            with self._lock:
+                if self._filled_under == epoch:
+                    self._stores = stores
+        return stores
+
     def invalidate(self) -> None:
         """Forget everything now (called by the process that changed a key's state)."""
         with self._lock:
             self._records.clear()
+            self._stores = None
             self._filled_under = -1
 
     def close(self) -> None:

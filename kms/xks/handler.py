@@ -1,0 +1,295 @@
+"""One XKS request, from raw HTTP parts to response bytes and its audit event. Synchronous:
+the route (kms/xks/routes.py) runs it on a worker thread and then waits for the audit
+record to be durable before it answers.
+
+Order of checks, each failure answered with the spec's error and audited (but the first
+two, which name no key store):
+
+1. the path: ``/{prefix}/kms/xks/v1/health`` or ``.../keys/{externalKeyId}/{operation}``,
+   with a known prefix -> else 404 InvalidUriPathException;
+2. the method: POST -> else 405;
+3. SigV4 against the store's credentials -> else 401 AuthenticationFailedException;
+4. the store's quota -> else 429 ThrottlingException;
+5. the body (kms/xks/wire.py) -> 400 ValidationException / 501 UnsupportedOperation;
+6. the store and the key: state, usage (KeyService.usable_key), secondary authorization
+   (kms/xks/authorization.py), then one HSM operation.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hsm import GcmCiphertext, HealthStatus
+from hsm.interface import Hsm
+from kms.audit.event import AuditEvent, context_hash
+from kms.audit.record import Actor, ActorKind, DetailValue, Operation, Outcome
+from kms.audit.record import RequestMetadata as AuditRequest
+from kms.clock import Clock
+from kms.errors import (
+    InternalError,
+    InvalidUriPathError,
+    KeyNotFoundError,
+    KmsError,
+    UnsupportedOperationError,
+)
+from kms.keys.model import KeyRecord, KeyState, KeyStore, KeyUsage
+from kms.keys.service import Authorizer, KeyService
+from kms.keys.state_cache import KeyStateCache
+from kms.settings import HEALTH_KEY_LABEL
+from kms.xks import authorization, wire
+from kms.xks.credential_store import CredentialStore
+from kms.xks.sigv4 import SignatureRejected, SigningKeyCache, verify_sigv4
+from kms.xks.throttle import StoreThrottle
+
+PATH_RE = re.compile(
+    r"/(?P<prefix>[A-Za-z0-9/_-]{1,100})/kms/xks/v1/"
+    r"(?:(?P<health>health)|keys/(?P<key>[A-Za-z0-9._-]{1,128})/(?P<op>metadata|encrypt|decrypt))"
+)
+AKID_RE = re.compile(r"[A-Z2-7]{20,30}")
+CREDENTIAL_RE = re.compile(r"Credential=([A-Za-z0-9]{1,64})/")
+SCHEME_VERSION = 1
+HEALTH_CACHE_S = 5.0  # the spec allows up to 60 s; shorter reflects HSM faults sooner
+OPERATIONS = {"health": Operation.XKS_HEALTH, "metadata": Operation.XKS_METADATA,
+              "encrypt": Operation.XKS_ENCRYPT, "decrypt": Operation.XKS_DECRYPT}
+
+
+class MethodNotAllowed(KmsError):
+    error_name = "ValidationException"
+    http_status = 405
+
+
+@dataclass(frozen=True, slots=True)
+class XksRequest:
+    method: str
+    raw_path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class XksResponse:
+    status: int
+    body: bytes
+    event: AuditEvent | None
+    operation: str
+
+
+@dataclass
+class _Call:
+    """What is known about a request as it is processed, for its audit record."""
+
+    op: Operation
+    store: KeyStore
+    key_id: str | None
+    actor: Actor
+    request: AuditRequest | None = None
+    key_version: int | None = None
+    ctx_hash: str | None = None
+    detail: dict[str, DetailValue] | None = None
+
+
+class XksHandler:
+    def __init__(self, keys: KeyService, cache: KeyStateCache, credentials: CredentialStore,
+                 hsm: Hsm, clock: Clock, *, fleet_size: int = 1,
+                 allowed_regions: frozenset[str] | None = None) -> None:
+        self.keys = keys
+        self.cache = cache
+        self.credentials = credentials
+        self.hsm = hsm
+        self.clock = clock
+        self.fleet_size = fleet_size
+        self.allowed_regions = allowed_regions
+        self.throttle = StoreThrottle()
+        self._signing_keys = SigningKeyCache()
+        self._health_lock = threading.Lock()
+        self._health: tuple[float, wire.EkmFleetDetail] | None = None
+
+    # -- entry ---------------------------------------------------------------------------
+
+    def process(self, req: XksRequest) -> XksResponse:
+        started = time.perf_counter()
+        match = PATH_RE.fullmatch(req.raw_path)
+        store = self._store(match.group("prefix")) if match else None
+        if match is None or store is None or req.query:
+            return self._error(InvalidUriPathError("unknown URI path"), None, started, "unknown")
+        name = "health" if match.group("health") else match.group("op")
+        call = _Call(op=OPERATIONS[name], store=store, key_id=match.group("key"),
+                     actor=Actor(kind=ActorKind.XKS_CREDENTIAL, id="unauthenticated"))
+        if req.method != "POST":
+            return self._error(MethodNotAllowed(f"method {req.method} is not allowed"),
+                               None, started, name)
+        try:
+            caller = verify_sigv4(
+                req.method, req.raw_path, req.query, dict(req.headers), req.body,
+                lookup=lambda akid: self.credentials.lookup(store.name, akid),
+                now=datetime.now(UTC), allowed_regions=self.allowed_regions,
+                raw_headers=req.headers, key_cache=self._signing_keys)
+        except SignatureRejected as exc:
+            call.op = Operation.XKS_AUTH
+            call.detail = {"reason": exc.reason, "path_operation": name}
+            claimed = self._claimed_akid(req.headers)
+            if claimed:
+                call.detail["access_key_id"] = claimed
+            return self._error(exc, call, started, name)
+        except KmsError as exc:
+            return self._error(exc, call, started, name)
+        call.actor = Actor(kind=ActorKind.XKS_CREDENTIAL, id=caller.access_key_id)
+        try:
+            self.throttle.check(store.name, store.throttle_rps)
+            body = self._dispatch(name, call, req.body)
+        except KmsError as exc:
+            return self._error(exc, call, started, name)
+        except Exception:  # never a stack trace to the caller
+            return self._error(InternalError("internal error"), call, started, name)
+        return XksResponse(200, body, self._event(call, started, None), name)
+
+    def _dispatch(self, name: str, call: _Call, body: bytes) -> bytes:
+        if name == "health":
+            hreq = wire.parse_health_request(body)
+            call.request = self._audit_request(hreq.request_metadata)
+            return self._health_body()
+        if name == "metadata":
+            mreq = wire.parse_metadata_request(body)
+            call.request = self._audit_request(mreq.request_metadata)
+            return self._metadata(call, mreq.request_metadata)
+        if name == "encrypt":
+            ereq = wire.parse_encrypt_request(body)
+            call.request = self._audit_request(ereq.request_metadata)
+            return self._encrypt(call, ereq)
+        dreq = wire.parse_decrypt_request(body)
+        call.request = self._audit_request(dreq.request_metadata)
+        return self._decrypt(call, dreq)
+
+    # -- operations ----------------------------------------------------------------------
+
+    def _authorizer(self, call: _Call, md: wire.RequestMetadata) -> Authorizer:
+        def authorize(key: KeyRecord) -> None:
+            try:
+                authorization.check(key.rules, md)
+            except authorization.DeniedByRule as exc:
+                call.detail = {"denied_by": exc.rule}
+                raise
+
+        return authorize
+
+    def _metadata(self, call: _Call, md: wire.RequestMetadata) -> bytes:
+        assert call.key_id is not None
+        key = self.cache.get(call.key_id)
+        if key.store != call.store.name:
+            raise KeyNotFoundError("no such key in this key store")
+        self._authorizer(call, md)(key)
+        enabled = key.state is KeyState.ENABLED and key.store_enabled
+        usage = [u.value for u in (KeyUsage.ENCRYPT, KeyUsage.DECRYPT) if u in key.usage]
+        return wire.metadata_response(usage, "ENABLED" if enabled else "DISABLED")
+
+    def _encrypt(self, call: _Call, req: wire.EncryptRequest) -> bytes:
+        assert call.key_id is not None
+        aad = req.additional_authenticated_data
+        call.ctx_hash = context_hash(aad)
+
+        def aad_for(version: int) -> bytes:
+            return wire.hsm_aad(aad, wire.encode_ciphertext_metadata(SCHEME_VERSION, version))
+
+        enc = self.keys.encrypt(call.key_id, req.plaintext, aad_for, store=call.store.name,
+                                authorize=self._authorizer(call, req.request_metadata))
+        call.key_version = enc.version
+        md = wire.encode_ciphertext_metadata(SCHEME_VERSION, enc.version)
+        ct = enc.ciphertext
+        integrity = None
+        if req.wants_cdiv:
+            # Spec: compute the CDIV, then decrypt once to prove the ciphertext is sound.
+            integrity = wire.cdiv(aad, md, ct.iv, ct.ciphertext, ct.tag)
+            check = self.keys.decrypt(call.key_id, enc.version, ct, aad_for(enc.version),
+                                      store=call.store.name, usage=KeyUsage.ENCRYPT)
+            if check != req.plaintext:
+                raise InternalError("the verifying decryption failed")
+        return wire.encrypt_response(ct.ciphertext, ct.iv, ct.tag, ciphertext_metadata=md,
+                                     ciphertext_data_integrity_value=integrity)
+
+    def _decrypt(self, call: _Call, req: wire.DecryptRequest) -> bytes:
+        assert call.key_id is not None
+        call.ctx_hash = context_hash(req.additional_authenticated_data)
+        md = wire.decode_ciphertext_metadata(req.ciphertext_metadata)
+        if md.scheme_version != SCHEME_VERSION:
+            raise UnsupportedOperationError("unknown ciphertext metadata scheme")
+        call.key_version = md.key_version
+        aad = wire.hsm_aad(req.additional_authenticated_data, req.ciphertext_metadata)
+        ct = GcmCiphertext(req.initialization_vector, req.ciphertext, req.authentication_tag)
+        plaintext = self.keys.decrypt(call.key_id, md.key_version, ct, aad,
+                                      store=call.store.name,
+                                      authorize=self._authorizer(call, req.request_metadata))
+        return wire.decrypt_response(plaintext)
+
+    def health_detail(self) -> wire.EkmFleetDetail:
+        """The deep HSM check, cached for HEALTH_CACHE_S (the spec allows 60 s)."""
+        now = time.monotonic()
+        with self._health_lock:
+            cached = self._health
+        if cached is not None and now - cached[0] < HEALTH_CACHE_S:
+            return cached[1]
+        report = self.hsm.probe(HEALTH_KEY_LABEL)
+        status = report.status
+        if status is HealthStatus.DEGRADED and report.detail == "health key missing":
+            status = HealthStatus.UNAVAILABLE
+        detail = wire.EkmFleetDetail(id=report.token_label[:64] or "hsm",
+                                     model=report.token_model[:64] or "PKCS#11",
+                                     health_status=status.value)
+        with self._health_lock:
+            self._health = (time.monotonic(), detail)
+        return detail
+
+    def _health_body(self) -> bytes:
+        return wire.health_response(
+            xks_proxy_fleet_size=self.fleet_size, xks_proxy_vendor="cmk-kms",
+            xks_proxy_model="cmk-kms 0.1", ekm_vendor="PKCS#11",
+            ekm_fleet_details=[self.health_detail()])
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _store(self, prefix: str) -> KeyStore | None:
+        for store in self.cache.stores():
+            if store.uri_prefix == prefix:
+                return store
+        return None
+
+    @staticmethod
+    def _claimed_akid(headers: list[tuple[str, str]]) -> str | None:
+        for name, value in headers:
+            if name.lower() == "authorization":
+                m = CREDENTIAL_RE.search(value[:512])
+                if m and AKID_RE.fullmatch(m.group(1)):
+                    return m.group(1)
+        return None
+
+    @staticmethod
+    def _audit_request(md: wire.RequestMetadata) -> AuditRequest:
+        fields = {k: v for k, v in md.raw.items() if isinstance(v, str) and v}
+        return AuditRequest.from_xks({k: v[:2048] for k, v in fields.items()})
+
+    def _event(self, call: _Call, started: float, exc: KmsError | None) -> AuditEvent:
+        if exc is None:
+            outcome = Outcome.OK
+        elif exc.http_status in (401, 403):
+            outcome = Outcome.DENIED
+        else:
+            outcome = Outcome.ERROR
+        key_id = call.key_id if call.key_id is None or len(call.key_id) <= 128 else None
+        return AuditEvent(
+            op=call.op, outcome=outcome, actor=call.actor, key_id=key_id,
+            key_version=call.key_version, store=call.store.name,
+            error=None if exc is None else exc.error_name, request=call.request,
+            context_hash=call.ctx_hash,
+            latency_us=int((time.perf_counter() - started) * 1e6),
+            detail=call.detail or {})
+
+    def _error(self, exc: KmsError, call: _Call | None, started: float,
+               name: str) -> XksResponse:
+        status, body = wire.error_body_for(exc)
+        event = None if call is None else self._event(call, started, exc)
+        return XksResponse(status, body, event, name)
+

@@ -1,0 +1,96 @@
+"""The XKS HTTP edge: raw Starlette endpoints (no FastAPI body parsing on the hot path).
+
+The request is read with a hard size cap, handed to :class:`XksHandler` on a worker thread
+(the event loop never waits for the HSM lock or the database), and answered only once its
+audit record is durable. If the record cannot be written the answer is 503
+DependencyTimeoutException and the result is withheld (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kms.audit.log import AuditLog
+from kms.errors import DependencyTimeoutError, UnsupportedOperationError
+from kms.xks import wire
+from kms.xks.handler import XksHandler, XksRequest
+
+MAX_BODY_BYTES = 64 * 1024
+JSON = "application/json"
+
+Observer = Callable[[str, int, float], None]
+
+
+def _json(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+class XksEndpoint:
+    def __init__(self, handler: XksHandler, audit: AuditLog, *, workers: int = 8,
+                 observe: Observer | None = None) -> None:
+        self.handler = handler
+        self.audit = audit
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xks")
+        self.observe = observe
+
+    async def handle_request(self, request: Request) -> Response:
+        started = time.perf_counter()
+        status, body, name = await self._handle(request)
+        if self.observe is not None:
+            self.observe(name, status, time.perf_counter() - started)
+        return _json(status, body)
+
+    async def _handle(self, request: Request) -> tuple[int, bytes, str]:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            return (*wire.error_body_for(UnsupportedOperationError(
+                "the request body is larger than supported")), "oversize")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return (*wire.error_body_for(UnsupportedOperationError(
+                    "the request body is larger than supported")), "oversize")
+            chunks.append(chunk)
+        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        req = XksRequest(
+            method=request.method,
+            raw_path=raw_path.decode("latin-1"),
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1"))
+                     for k, v in request.scope["headers"]],
+            body=b"".join(chunks))
+        loop = asyncio.get_running_loop()
+        resp = await loop.run_in_executor(self.pool, self.handler.process, req)
+        if resp.event is not None:
+            try:
+                await asyncio.wrap_future(self.audit.submit(resp.event))
+            except Exception:
+                return (*wire.error_body_for(DependencyTimeoutError(
+                    "the audit log is unavailable")), resp.operation)
+        return resp.status, resp.body, resp.operation
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def xks_routes(endpoint: XksEndpoint) -> list[Route]:
+    methods = ["POST", "GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    return [Route("/{prefix:path}/kms/xks/v1/{rest:path}", endpoint.handle_request,
+                  methods=methods,
+                  include_in_schema=False)]
+
+
+async def unknown_path(request: Request, exc: Exception) -> Response:
+    """Any path that no route knows: the XKS 404."""
+    from kms.errors import InvalidUriPathError
+
+    return _json(*wire.error_body_for(InvalidUriPathError("unknown URI path")))
