@@ -1,0 +1,95 @@
+"""A real ``kms serve`` in a subprocess, set up through the real CLI, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+KMS = str(Path(sys.executable).parent / "kms")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KmsServer:
+    """``kms init`` in a fresh KMS_HOME (own SoftHSM token), then ``kms serve``."""
+
+    def __init__(self, *, uri_prefix: str = "xks", home: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.home = home or Path(tempfile.mkdtemp(prefix="kms-home-"))
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("SOFTHSM2_CONF", "KMS_PKCS11_PIN", "KMS_DATABASE_URL")}
+        self.env.update({"KMS_HOME": str(self.home), "KMS_CHECKPOINT_INTERVAL": "2"})
+        self.env.update(extra_env or {})
+        self.uri_prefix = uri_prefix
+        self.cli("init", "--uri-prefix", uri_prefix)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def xks_endpoint(self) -> str:
+        return f"{self.url}/{self.uri_prefix}"
+
+    def cli(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([KMS, *args], env=self.env, input=stdin, text=True,
+                                capture_output=True, cwd=ROOT, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kms {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def cli_json(self, *args: str, stdin: str = "") -> Any:
+        return json.loads(self.cli(*args, "--json", stdin=stdin).stdout)
+
+    def add_credential(self, store: str = "default") -> tuple[str, str]:
+        out = self.cli_json("xks", "credentials", "add", store)
+        return out["accessKeyId"], out["secret"]
+
+    def start(self, *extra: str) -> KmsServer:
+        log = open(self.home / "serve.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen([KMS, "serve", "--port", str(self.port), *extra],
+                                     env=self.env, cwd=ROOT, stdout=log, stderr=log)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("kms serve exited:\n" + self.log())
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("kms serve did not start:\n" + self.log())
+
+    def log(self) -> str:
+        path = self.home / "serve.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
