@@ -25,10 +25,10 @@ from kms.errors import DependencyTimeoutError, ValidationError
 from kms.keys.registry import Registry
 from kms.keys.service import KeyService
 from kms.keys.state_cache import EpochSource, KeyStateCache, NotifyEpoch, PollingEpoch
+from kms.metrics import InstrumentedHsm, observe_audit_batch
 from kms.settings import AUDIT_SIGNING_KEY_LABEL, Settings
 from kms.xks.credential_store import CredentialStore
 
-AUDIT_KEY_NAME = "kms-audit"
 
 
 def module_path(settings: Settings) -> str:
@@ -92,12 +92,13 @@ class Runtime:
             if isinstance(exc, DependencyTimeoutError):
                 raise
             raise DependencyTimeoutError("the database is unavailable") from None
-        hsm = hsm or open_hsm(settings)
+        hsm = InstrumentedHsm(hsm or open_hsm(settings))  # kms_hsm_call_duration_seconds
         registry = Registry(engine)
         cache = KeyStateCache(registry, epoch_source(settings, registry))
-        audit = AuditLog(engine, clock, origin=settings.audit_origin, key_name=AUDIT_KEY_NAME,
+        audit = AuditLog(engine, clock, origin=settings.audit_origin,
+                         key_name=settings.audit_origin,
                          public_key_pem=hsm.public_key_pem(AUDIT_SIGNING_KEY_LABEL),
-                         sign=hsm_signer(hsm))
+                         sign=hsm_signer(hsm), on_batch=observe_audit_batch)
         audit.check_integrity()
         keys = KeyService(registry, hsm, cache, audit, clock,
                           allow_short_deletion=settings.allow_short_deletion)

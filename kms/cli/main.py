@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hsm import HsmConfigError, HsmError
+from kms.audit.errors import AuditError
 from kms.errors import KmsError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KmsError as exc:
         print(f"kms: error: {exc.message}", file=sys.stderr)
+        return 1
+    except AuditError as exc:
+        print(f"kms: error: audit log: {exc}", file=sys.stderr)
         return 1
     except HsmConfigError as exc:
         print(f"kms: error: HSM configuration: {exc}", file=sys.stderr)
