@@ -78,9 +78,10 @@ class XksClient:
         return self._call(f"/keys/{key_id}/metadata", {"requestMetadata": md})
 
     def encrypt(self, key_id: str, plaintext: bytes, aad: bytes | None = None, *,
-                integrity: bool = False) -> XksCiphertext:
+                integrity: bool = False, request_id: str | None = None) -> XksCiphertext:
+        """``request_id``: the ``kmsRequestId`` to send (default: a fresh UUID)."""
         body: dict[str, Any] = {
-            "requestMetadata": self._metadata("Encrypt", key_id),
+            "requestMetadata": self._metadata("Encrypt", key_id, request_id),
             "plaintext": _b64(plaintext),
             "encryptionAlgorithm": "AES_GCM",
         }
@@ -123,8 +124,9 @@ class XksClient:
 
     # -- transport ------------------------------------------------------------------------
 
-    def _metadata(self, operation: str, key_id: str | None = None) -> dict[str, str]:
-        md = {"kmsRequestId": str(uuid.uuid4()), "kmsOperation": operation,
+    def _metadata(self, operation: str, key_id: str | None = None,
+                  request_id: str | None = None) -> dict[str, str]:
+        md = {"kmsRequestId": request_id or str(uuid.uuid4()), "kmsOperation": operation,
               "awsPrincipalArn": self.principal_arn}
         if key_id is not None:
             md["kmsKeyArn"] = f"arn:aws:kms:local:000000000000:key/{key_id}"
