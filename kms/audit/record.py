@@ -1,0 +1,481 @@
+"""Audit record, schema version 1: fields, canonical encoding and the hash chain (pure).
+
+Encoding (docs/audit.md, "Records"): RFC 8785 (JCS) canonical JSON via ``rfc8785``. Every
+schema field is always present; a field without a value is ``null`` (never omitted), both
+at top level and inside ``request``, so every record has the same key set and a verifier
+can reject unknown or missing keys. ``detail`` is a free-form object of non-secret extras
+and holds only the keys given. There are no floats anywhere (integers are bounded to
+|n| < 2**53 so they are exact in every JSON implementation).
+
+The chain: ``prev`` is the hex SHA-256 of the canonical bytes of the previous record, and
+64 zeros for ``seq`` 0. The Merkle leaf of a record is ``merkle.leaf_hash(canonical)``.
+
+Nothing here reads a clock: the time is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
+
+import rfc8785
+
+from kms.audit import merkle
+from kms.audit.errors import NonCanonicalRecordError, RecordFormatError
+
+__all__ = [
+    "GENESIS_PREV",
+    "MAX_RECORD_BYTES",
+    "OPERATIONS",
+    "RECORD_FIELDS",
+    "SCHEMA_VERSION",
+    "Actor",
+    "ActorKind",
+    "AuditRecord",
+    "ChainHead",
+    "Operation",
+    "Outcome",
+    "RequestMetadata",
+    "build_record",
+    "decode",
+    "encode",
+    "format_time",
+    "record_hash",
+    "record_leaf_hash",
+]
+
+SCHEMA_VERSION: Final = 1
+GENESIS_PREV: Final = "0" * 64
+#: Hard cap on one encoded record; checked before parsing.
+MAX_RECORD_BYTES: Final = 16 * 1024
+MAX_INT: Final = (1 << 53) - 1
+_MAX_STR = 2048
+_MAX_DETAIL_KEYS = 32
+
+
+class Operation(StrEnum):
+    """The closed set of audited operations. Add new members here (and only here)."""
+
+    XKS_ENCRYPT = "xks.encrypt"
+    XKS_DECRYPT = "xks.decrypt"
+    XKS_METADATA = "xks.metadata"
+    XKS_HEALTH = "xks.health"
+    XKS_AUTH = "xks.auth"
+    KEY_CREATE = "key.create"
+    KEY_ROTATE = "key.rotate"
+    KEY_REVOKE = "key.revoke"
+    KEY_ENABLE = "key.enable"
+    KEY_SCHEDULE_DELETION = "key.schedule_deletion"
+    KEY_CANCEL_DELETION = "key.cancel_deletion"
+    KEY_DESTROY = "key.destroy"
+    KEY_IMPORT = "key.import"
+    KEY_SET_RULES = "key.set_rules"
+    KEY_SET_MIN_DECRYPT_VERSION = "key.set_min_decrypt_version"
+    STORE_CREATE = "store.create"
+    STORE_DISABLE = "store.disable"
+    STORE_ENABLE = "store.enable"
+    CREDENTIAL_ADD = "credential.add"
+    CREDENTIAL_REMOVE = "credential.remove"
+    TOKEN_CREATE = "token.create"  # noqa: S105 - an operation name
+    TOKEN_REVOKE = "token.revoke"  # noqa: S105
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+    AUDIT_EXPORT = "audit.export"
+    ADMIN_READ = "admin.read"
+    ENVELOPE_ENCRYPT = "envelope.encrypt"
+    ENVELOPE_DECRYPT = "envelope.decrypt"
+
+
+OPERATIONS: Final[frozenset[str]] = frozenset(op.value for op in Operation)
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    DENIED = "denied"
+
+
+class ActorKind(StrEnum):
+    XKS_CREDENTIAL = "xks_credential"
+    ADMIN_TOKEN = "admin_token"  # noqa: S105 - an actor kind
+    CLI = "cli"
+    SYSTEM = "system"
+
+
+_OUTCOMES: Final = frozenset(o.value for o in Outcome)
+_ACTOR_KINDS: Final = frozenset(k.value for k in ActorKind)
+
+#: Top-level keys of a schema-1 record, in canonical (sorted) order.
+RECORD_FIELDS: Final = (
+    "actor",
+    "context_hash",
+    "detail",
+    "error",
+    "key_id",
+    "key_version",
+    "latency_us",
+    "op",
+    "outcome",
+    "prev",
+    "request",
+    "seq",
+    "store",
+    "time",
+    "v",
+)
+_RECORD_FIELD_SET: Final = frozenset(RECORD_FIELDS)
+#: The XKS ``requestMetadata`` subset we keep (names as in the XKS spec).
+REQUEST_FIELDS: Final = (
+    "awsPrincipalArn",
+    "awsSourceVpce",
+    "kmsKeyArn",
+    "kmsOperation",
+    "kmsRequestId",
+    "kmsViaService",
+)
+_REQUEST_FIELD_SET: Final = frozenset(REQUEST_FIELDS)
+
+_TIME_RE: Final = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+_HEX64_RE: Final = re.compile(r"\A[0-9a-f]{64}\Z")
+_ERROR_NAME_RE: Final = re.compile(r"\A[A-Za-z][A-Za-z0-9]{0,63}\Z")
+_DETAIL_KEY_RE: Final = re.compile(r"\A[a-z][a-z0-9_]{0,63}\Z")
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds, e.g. ``2025-01-31T12:00:00.000001Z``."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("audit time must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fail(message: str) -> RecordFormatError:
+    return RecordFormatError(message)
+
+
+def _check_str(value: object, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_STR:
+        raise _fail(f"{name} must be a non-empty string of at most {_MAX_STR} characters")
+
+
+def _check_int(value: object, name: str, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INT:
+        raise _fail(f"{name} must be an integer in [{minimum}, 2**53)")
+
+
+def _check_time(value: object) -> None:
+    if not isinstance(value, str) or not _TIME_RE.match(value):
+        raise _fail("time must be RFC 3339 UTC with microseconds (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        raise _fail("time is not a valid date") from None
+
+
+def _check_hex64(value: object, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not _HEX64_RE.match(value):
+        raise _fail(f"{name} must be 64 lowercase hex characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it: a kind and an identifier (credential id, token name, CLI user...)."""
+
+    kind: str
+    id: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in _ACTOR_KINDS:
+            raise _fail(f"actor.kind must be one of {sorted(_ACTOR_KINDS)}")
+        _check_str(self.id, "actor.id")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": str(self.kind)}
+
+    @classmethod
+    def from_json(cls, obj: object) -> Actor:
+        if not isinstance(obj, dict) or set(obj) != {"id", "kind"}:
+            raise _fail("actor must be an object with exactly kind and id")
+        return cls(kind=obj["kind"], id=obj["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMetadata:
+    """The XKS ``requestMetadata`` subset kept in the log (absent values are null)."""
+
+    kmsRequestId: str | None = None  # XKS spelling on purpose
+    awsPrincipalArn: str | None = None
+    kmsKeyArn: str | None = None
+    kmsViaService: str | None = None
+    awsSourceVpce: str | None = None
+    kmsOperation: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in REQUEST_FIELDS:
+            _check_str(getattr(self, name), f"request.{name}", optional=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in REQUEST_FIELDS}
+
+    @classmethod
+    def from_json(cls, obj: object) -> RequestMetadata:
+        if not isinstance(obj, dict) or set(obj) != _REQUEST_FIELD_SET:
+            raise _fail(f"request must be an object with exactly {list(REQUEST_FIELDS)}")
+        return cls(**obj)
+
+    @classmethod
+    def from_xks(cls, metadata: Mapping[str, Any]) -> RequestMetadata:
+        """Keep the audited subset of an XKS ``requestMetadata`` object, drop the rest."""
+        return cls(**{k: metadata[k] for k in REQUEST_FIELDS if metadata.get(k) is not None})
+
+
+DetailValue = str | int | bool | None
+
+
+def _freeze_detail(detail: Mapping[str, DetailValue]) -> Mapping[str, DetailValue]:
+    if not isinstance(detail, Mapping):
+        raise _fail("detail must be an object")
+    if len(detail) > _MAX_DETAIL_KEYS:
+        raise _fail(f"detail has more than {_MAX_DETAIL_KEYS} keys")
+    for key, value in detail.items():
+        if not isinstance(key, str) or not _DETAIL_KEY_RE.match(key):
+            raise _fail("detail keys must be snake_case identifiers")
+        if isinstance(value, str):
+            if len(value) > _MAX_STR:
+                raise _fail(f"detail.{key} is too long")
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int):
+            _check_int(value, f"detail.{key}", minimum=-MAX_INT)
+        else:
+            raise _fail(f"detail.{key} must be a string, integer, boolean or null")
+    return MappingProxyType(dict(detail))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit record, schema version 1 (field meanings: docs/audit.md)."""
+
+    seq: int
+    time: str
+    prev: str
+    op: str
+    outcome: str
+    actor: Actor
+    key_id: str | None = None
+    key_version: int | None = None
+    store: str | None = None
+    error: str | None = None
+    request: RequestMetadata | None = None
+    context_hash: str | None = None
+    latency_us: int | None = None
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
+    v: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.v != SCHEMA_VERSION or isinstance(self.v, bool):
+            raise _fail(f"unsupported schema version {self.v!r}")
+        _check_int(self.seq, "seq", minimum=0)
+        _check_time(self.time)
+        _check_hex64(self.prev, "prev")
+        if self.seq == 0 and self.prev != GENESIS_PREV:
+            raise _fail("record 0 must have prev = 64 zeros")
+        if self.op not in OPERATIONS:
+            raise _fail(f"unknown op {self.op!r}")
+        object.__setattr__(self, "op", str(self.op))  # a StrEnum member becomes a plain str
+        if self.outcome not in _OUTCOMES:
+            raise _fail(f"outcome must be one of {sorted(_OUTCOMES)}")
+        object.__setattr__(self, "outcome", str(self.outcome))
+        if self.error is not None and not (
+            isinstance(self.error, str) and _ERROR_NAME_RE.match(self.error)
+        ):
+            raise _fail("error must be an errorName such as ValidationException")
+        if self.outcome == Outcome.OK and self.error is not None:
+            raise _fail("an ok outcome carries no error")
+        if not isinstance(self.actor, Actor):
+            raise _fail("actor must be an Actor")
+        _check_str(self.key_id, "key_id", optional=True)
+        _check_int(self.key_version, "key_version", minimum=1, optional=True)
+        _check_str(self.store, "store", optional=True)
+        if self.request is not None and not isinstance(self.request, RequestMetadata):
+            raise _fail("request must be RequestMetadata or None")
+        _check_hex64(self.context_hash, "context_hash", optional=True)
+        _check_int(self.latency_us, "latency_us", minimum=0, optional=True)
+        object.__setattr__(self, "detail", _freeze_detail(self.detail))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object that is canonicalized (every field present, null if absent)."""
+        return {
+            "actor": self.actor.to_json(),
+            "context_hash": self.context_hash,
+            "detail": dict(self.detail),
+            "error": self.error,
+            "key_id": self.key_id,
+            "key_version": self.key_version,
+            "latency_us": self.latency_us,
+            "op": self.op,
+            "outcome": self.outcome,
+            "prev": self.prev,
+            "request": None if self.request is None else self.request.to_json(),
+            "seq": self.seq,
+            "store": self.store,
+            "time": self.time,
+            "v": self.v,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> AuditRecord:
+        """Build from a parsed JSON object; exact key set, strict types."""
+        if not isinstance(obj, dict):
+            raise _fail("record must be a JSON object")
+        if set(obj) != _RECORD_FIELD_SET:
+            missing = sorted(_RECORD_FIELD_SET - set(obj))
+            extra = sorted(set(obj) - _RECORD_FIELD_SET)
+            raise _fail(f"record keys differ from schema 1 (missing {missing}, unknown {extra})")
+        if obj["v"] != SCHEMA_VERSION or isinstance(obj["v"], bool):
+            raise _fail(f"unsupported schema version {obj['v']!r}")
+        detail = obj["detail"]
+        if not isinstance(detail, dict):
+            raise _fail("detail must be an object")
+        request = obj["request"]
+        return cls(
+            v=obj["v"],
+            seq=obj["seq"],
+            time=obj["time"],
+            prev=obj["prev"],
+            op=obj["op"],
+            key_id=obj["key_id"],
+            key_version=obj["key_version"],
+            store=obj["store"],
+            outcome=obj["outcome"],
+            error=obj["error"],
+            actor=Actor.from_json(obj["actor"]),
+            request=None if request is None else RequestMetadata.from_json(request),
+            context_hash=obj["context_hash"],
+            latency_us=obj["latency_us"],
+            detail=detail,
+        )
+
+
+def encode(record: AuditRecord) -> bytes:
+    """RFC 8785 canonical bytes of a record (what is hashed, chained and exported)."""
+    data: bytes = rfc8785.dumps(record.to_json())
+    if len(data) > MAX_RECORD_BYTES:
+        raise _fail(f"encoded record exceeds {MAX_RECORD_BYTES} bytes")
+    return data
+
+
+def _reject_float(text: str) -> Any:
+    raise RecordFormatError("records contain no floats")
+
+
+def _reject_constant(text: str) -> Any:
+    raise RecordFormatError(f"invalid JSON constant {text}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise RecordFormatError("duplicate key in JSON object")
+    return out
+
+
+_DECODER: Final = json.JSONDecoder(
+    parse_float=_reject_float,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_unique_keys,
+)
+
+
+def parse_json(data: bytes) -> Any:
+    """Strict JSON parse of one record line: length cap, UTF-8, no floats, no dup keys."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise RecordFormatError(f"record exceeds {MAX_RECORD_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+        return _DECODER.decode(text)
+    except RecordFormatError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RecordFormatError(f"not valid JSON: {exc}") from None
+
+
+def decode(data: bytes) -> AuditRecord:
+    """Parse canonical bytes into a record; rejects anything that is not exactly canonical."""
+    record = AuditRecord.from_json(parse_json(data))
+    if encode(record) != data:
+        raise NonCanonicalRecordError("record bytes are not the RFC 8785 canonical encoding")
+    return record
+
+
+def record_hash(canonical: bytes) -> str:
+    """Hex SHA-256 of a record's canonical bytes (the next record's ``prev``)."""
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def record_leaf_hash(canonical: bytes) -> bytes:
+    """Merkle leaf hash of a record: SHA-256(0x00 || canonical bytes)."""
+    return merkle.leaf_hash(canonical)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last record of the log: its seq and the hex SHA-256 of its canonical bytes."""
+
+    seq: int
+    record_hash: str
+
+    @classmethod
+    def after(cls, canonical: bytes) -> ChainHead:
+        """Head after appending the record whose canonical bytes are given."""
+        return cls(seq=decode(canonical).seq, record_hash=record_hash(canonical))
+
+
+def build_record(
+    head: ChainHead | None,
+    *,
+    time: datetime | str,
+    op: Operation | str,
+    outcome: Outcome | str,
+    actor: Actor,
+    key_id: str | None = None,
+    key_version: int | None = None,
+    store: str | None = None,
+    error: str | None = None,
+    request: RequestMetadata | None = None,
+    context_hash: str | None = None,
+    latency_us: int | None = None,
+    detail: Mapping[str, DetailValue] | None = None,
+) -> AuditRecord:
+    """Next record after ``head`` (``None`` for the first record): fills ``seq`` and ``prev``."""
+    if head is None:
+        seq, prev = 0, GENESIS_PREV
+    else:
+        seq, prev = head.seq + 1, head.record_hash
+    return AuditRecord(
+        seq=seq,
+        time=format_time(time) if isinstance(time, datetime) else time,
+        prev=prev,
+        op=op,
+        outcome=outcome,
+        actor=actor,
+        key_id=key_id,
+        key_version=key_version,
+        store=store,
+        error=error,
+        request=request,
+        context_hash=context_hash,
+        latency_us=latency_us,
+        detail={} if detail is None else detail,
+    )

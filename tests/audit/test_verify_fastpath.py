@@ -1,0 +1,81 @@
+"""The verifier's regex fast path accepts only RFC 8785 canonical schema-1 records."""
+
+from __future__ import annotations
+
+import json
+
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kms.audit.record import OPERATIONS, Actor, AuditRecord, RequestMetadata, encode
+from kms.audit.verify import _CANONICAL_LINE
+
+_text = st.text(min_size=1, max_size=12).filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF
+                                                              for c in s))
+_opt = st.none() | _text
+
+
+@st.composite
+def records(draw: st.DrawFn) -> AuditRecord:
+    outcome = draw(st.sampled_from(["ok", "error", "denied"]))
+    return AuditRecord(
+        seq=draw(st.integers(1, 2**53 - 1)),
+        time="2025-01-01T00:00:00.000000Z",
+        prev="c" * 64,
+        op=draw(st.sampled_from(sorted(OPERATIONS))),
+        outcome=outcome,
+        actor=Actor(kind="cli", id=draw(_text)),
+        key_id=draw(_opt),
+        key_version=draw(st.none() | st.integers(1, 2**53 - 1)),
+        store=draw(_opt),
+        error=None if outcome == "ok" else "SomeException",
+        request=draw(st.none() | st.builds(RequestMetadata, kmsRequestId=_opt,
+                                           awsPrincipalArn=_opt, kmsViaService=_opt)),
+        context_hash=draw(st.none() | st.just("d" * 64)),
+        latency_us=draw(st.none() | st.integers(0, 2**53 - 1)),
+        detail=draw(st.sampled_from([{}, {}, {"reason": "x"}])),
+    )
+
+
+def _is_canonical(line: bytes) -> bool:
+    try:
+        return bool(rfc8785.dumps(json.loads(line)) == line)
+    except Exception:
+        return False
+
+
+@settings(max_examples=150, deadline=None)
+@given(rec=records())
+def test_matches_are_canonical_and_common_records_match(rec: AuditRecord) -> None:
+    line = encode(rec)
+    m = _CANONICAL_LINE.fullmatch(line)
+    if m is not None:
+        assert _is_canonical(line)
+        assert int(m.group(4)) == rec.seq and m.group(1).decode() == rec.op
+    simple = (not rec.detail and line.isascii() and rec.seq < 10**15
+              and (rec.key_version or 0) < 10**15
+              and (rec.latency_us or 0) < 10**15 and b"\\u" not in line)
+    if simple:
+        assert m is not None  # the fast path covers ordinary records
+
+
+@settings(max_examples=200, deadline=None)
+@given(rec=records(), pos=st.integers(0, 10**6), byte=st.integers(0, 255))
+def test_mutated_lines_match_only_if_canonical(rec: AuditRecord, pos: int, byte: int) -> None:
+    line = bytearray(encode(rec))
+    line[pos % len(line)] = byte
+    if _CANONICAL_LINE.fullmatch(bytes(line)) is not None:
+        assert _is_canonical(bytes(line))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rec=records(), pos=st.integers(0, 10**6),
+       insert=st.sampled_from([b" ", b"\\u0041", b"\\/", b"-0", b"1.0", b"\x7f", b"\t", b",",
+                               b'"', b"\\", b"\\u001F", b"00", b"e1"]))
+def test_insertions_match_only_if_canonical(rec: AuditRecord, pos: int, insert: bytes) -> None:
+    line = encode(rec)
+    i = pos % len(line)
+    mutated = line[:i] + insert + line[i:]
+    if _CANONICAL_LINE.fullmatch(mutated) is not None:
+        assert _is_canonical(mutated)
