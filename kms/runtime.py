@@ -10,6 +10,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -24,7 +25,13 @@ from kms.db.migrations import require_current
 from kms.errors import DependencyTimeoutError, ValidationError
 from kms.keys.registry import Registry
 from kms.keys.service import KeyService
-from kms.keys.state_cache import EpochSource, KeyStateCache, NotifyEpoch, PollingEpoch
+from kms.keys.state_cache import (
+    EpochFile,
+    EpochSource,
+    FileEpoch,
+    KeyStateCache,
+    NotifyEpoch,
+)
 from kms.metrics import InstrumentedHsm, observe_audit_batch
 from kms.settings import AUDIT_SIGNING_KEY_LABEL, Settings
 from kms.xks.credential_store import CredentialStore
@@ -56,9 +63,18 @@ def open_hsm(settings: Settings, *, attempts: int = 6) -> Pkcs11Hsm:
     raise HsmConfigError("unreachable")
 
 
+def epoch_file(settings: Settings) -> EpochFile | None:
+    """SQLite only: the file beside the database that announces state changes."""
+    if not is_sqlite(settings.database_url):
+        return None
+    db_path = settings.database_url.split("///", 1)[-1]
+    return EpochFile(Path(db_path + ".epoch"))
+
+
 def epoch_source(settings: Settings, registry: Registry) -> EpochSource:
-    if is_sqlite(settings.database_url):
-        return PollingEpoch(registry)
+    file = epoch_file(settings)
+    if file is not None:
+        return FileEpoch(registry, file)
     dsn = settings.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     return NotifyEpoch(registry, dsn)
 
@@ -93,7 +109,8 @@ class Runtime:
                 raise
             raise DependencyTimeoutError("the database is unavailable") from None
         hsm = InstrumentedHsm(hsm or open_hsm(settings))  # kms_hsm_call_duration_seconds
-        registry = Registry(engine)
+        file = epoch_file(settings)
+        registry = Registry(engine, on_change=file.touch if file else None)
         cache = KeyStateCache(registry, epoch_source(settings, registry))
         audit = AuditLog(engine, clock, origin=settings.audit_origin,
                          key_name=settings.audit_origin,
@@ -102,7 +119,7 @@ class Runtime:
         audit.check_integrity()
         keys = KeyService(registry, hsm, cache, audit, clock,
                           allow_short_deletion=settings.allow_short_deletion)
-        credentials = CredentialStore(engine, hsm, audit, clock)
+        credentials = CredentialStore(registry, cache, hsm, audit, clock)
         return cls(settings, engine, hsm, registry, cache, audit, keys, credentials, clock)
 
     def close(self) -> None:

@@ -368,9 +368,26 @@ class AuditRecord:
         )
 
 
+_FAST_JSON: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True,
+                                     separators=(",", ":"), allow_nan=False)
+
+
 def encode(record: AuditRecord) -> bytes:
-    """RFC 8785 canonical bytes of a record (what is hashed, chained and exported)."""
-    data: bytes = rfc8785.dumps(record.to_json())
+    """RFC 8785 canonical bytes of a record (what is hashed, chained and exported).
+
+    Fast path: for a schema-1 record, ``json`` with sorted keys, no spaces and UTF-8 output
+    *is* RFC 8785: every key is ASCII (so code-point order equals UTF-16 order), every number
+    is an integer below 2**53, and Python escapes strings exactly as ECMAScript does (the
+    short escapes for backspace, form feed, newline, return and tab; other controls as a
+    lowercase six-character unicode escape). The one difference, lone surrogates,
+    makes the UTF-8 encoding fail and falls back to the ``rfc8785`` package (which rejects
+    them). tests/audit/test_record_fast_encoding.py checks the equivalence with Hypothesis.
+    """
+    obj = record.to_json()
+    try:
+        data = _FAST_JSON.encode(obj).encode("utf-8")
+    except UnicodeEncodeError:
+        data = rfc8785.dumps(obj)
     if len(data) > MAX_RECORD_BYTES:
         raise _fail(f"encoded record exceeds {MAX_RECORD_BYTES} bytes")
     return data

@@ -7,11 +7,11 @@ what lets every process drop its cached view within the revocation bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kms.clock import iso
@@ -31,26 +31,39 @@ from kms.keys.model import (
 )
 
 NOTIFY_CHANNEL = "kms_state"
+_BUMPED = "kms_epoch_bumped"
 
 
 class Registry:
     """Database access for key stores, keys and versions."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_change: Callable[[], None] | None = None) -> None:
+        """``on_change`` runs after each committed transaction that bumped the epoch (the
+        SQLite epoch file, so other processes notice at the cost of a stat())."""
         self.engine = engine
         self._pg = not is_sqlite(str(engine.url))
+        self._on_change = on_change
 
     # -- transactions -------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        bumped = False
         try:
             with self.engine.begin() as conn:
                 yield conn
+                bumped = bool(conn.info.pop(_BUMPED, False))
         except IntegrityError:
             raise ConflictError("an object with this name exists already") from None
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
+        if bumped:
+            self.changed()
+
+    def changed(self) -> None:
+        """Tell other processes that state changed (after the commit)."""
+        if self._on_change is not None:
+            self._on_change()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -60,7 +73,13 @@ class Registry:
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
 
+    def bump_epoch(self, conn: Connection) -> None:
+        """In the caller's transaction: every cached view of key/store/credential state is
+        stale once it commits. Callers outside this class then call :meth:`changed`."""
+        self._bump_epoch(conn)
+
     def _bump_epoch(self, conn: Connection) -> None:
+        conn.info[_BUMPED] = True
         conn.execute(update(t.state_epoch).where(t.state_epoch.c.id == 1)
                      .values(epoch=t.state_epoch.c.epoch + 1))
         if self._pg:
@@ -217,3 +236,10 @@ class Registry:
                 t.keys.c.state == KeyState.PENDING_DELETION.value,
                 t.keys.c.deletion_due <= iso(now))).all()
         return [r.key_id for r in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        """Number of keys in each state (for the ``kms_keys`` gauge)."""
+        with self._read() as conn:
+            rows = conn.execute(select(t.keys.c.state, func.count())
+                                .group_by(t.keys.c.state)).all()
+        return {str(r[0]): int(r[1]) for r in rows}

@@ -4,8 +4,10 @@ Each process caches :class:`KeyRecord` snapshots, keyed by key id, for the hot p
 cache is valid only while the database's state epoch (bumped by every state change) is
 the one it was filled under:
 
-* ``PollingEpoch`` re-reads the epoch row at most every ``interval`` seconds (SQLite; the
-  read is one indexed row in a local file).
+* ``FileEpoch`` (SQLite) stats a small file beside the database that every state change
+  replaces, and re-reads the epoch row when it changed (and at least every ``interval``):
+  other processes on the machine see a change on their next call.
+* ``PollingEpoch`` re-reads the epoch row at most every ``interval`` seconds.
 * ``NotifyEpoch`` (PostgreSQL) listens on the ``kms_state`` channel in a background
   thread and re-reads the epoch on each notification and at least every ``interval``; when
   the listener has not confirmed the epoch within ``bound`` seconds, ``current()`` reads it
@@ -18,8 +20,10 @@ other process is ``interval`` (default 0.25 s), comfortably inside the 1 s of th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Protocol
 
 from kms.errors import DependencyTimeoutError
@@ -54,6 +58,61 @@ class PollingEpoch:
                 self._value = self._registry.epoch()
                 self._checked = time.monotonic()
             return self._value
+
+    def close(self) -> None:
+        pass
+
+
+class EpochFile:
+    """A file next to the SQLite database, replaced after every state change.
+
+    Readers ``stat()`` it on every request (microseconds); when its identity changes they
+    re-read the epoch row. A process that crashes between its commit and the file update is
+    covered by the periodic re-read of :class:`FileEpoch`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def touch(self) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            tmp.write_text(str(time.time_ns()))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # readers fall back to their periodic re-read
+
+    def identity(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class FileEpoch:
+    """SQLite: a stat() of the epoch file per call, the epoch row re-read when it changed
+    and at least every ``interval`` seconds."""
+
+    def __init__(self, registry: Registry, file: EpochFile,
+                 interval: float = DEFAULT_INTERVAL_S) -> None:
+        self._registry = registry
+        self._file = file
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None
+        self._value = -1
+        self._checked = float("-inf")
+
+    def current(self) -> int:
+        ident = self._file.identity()
+        now = time.monotonic()
+        if ident == self._seen and now - self._checked < self._interval:
+            return self._value
+        with self._lock:
+            value = self._registry.epoch()
+            self._seen, self._value, self._checked = ident, value, now
+            return value
 
     def close(self) -> None:
         pass
@@ -142,6 +201,10 @@ class KeyStateCache:
                 if self._filled_under == epoch:
                     self._stores = stores
         return stores
+
+    def epoch(self) -> int:
+        """The current state epoch (for other caches that follow the same rule)."""
+        return self._epoch.current()
 
     def invalidate(self) -> None:
         """Forget everything now (called by the process that changed a key's state)."""

@@ -3,8 +3,10 @@
 A secret is stored only as AES-256-GCM ciphertext made in the HSM under the credential key
 (``kms-credentials``), with the access key id and store bound as AAD, so a row copied to
 another credential or store does not open. Decrypted secrets are kept in process memory
-(the HMAC needs them), but every request re-reads its credential's row: a credential removed
-in any process is refused on the very next request, without a restart.
+(the HMAC needs them) only for the current state epoch: adding or removing a credential bumps
+the epoch like a key state change, so a credential removed in any process is refused by
+every process on its next request (SQLite: the epoch file; PostgreSQL: NOTIFY), without a
+restart.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hsm import GcmCiphertext, HsmError
@@ -24,7 +26,9 @@ from kms.clock import Clock, iso
 from kms.db import schema as t
 from kms.db.engine import read_only
 from kms.errors import ConflictError, DependencyTimeoutError, KeyNotFoundError
+from kms.keys.registry import Registry
 from kms.keys.service import translate_hsm_error
+from kms.keys.state_cache import KeyStateCache
 from kms.settings import CREDENTIAL_KEY_LABEL
 from kms.xks.credentials import (
     Secret,
@@ -48,13 +52,17 @@ class CredentialInfo:
 
 
 class CredentialStore:
-    def __init__(self, engine: Engine, hsm: Hsm, audit: AuditSink, clock: Clock) -> None:
-        self._engine = engine
+    def __init__(self, registry: Registry, cache: KeyStateCache, hsm: Hsm, audit: AuditSink,
+                 clock: Clock) -> None:
+        self._registry = registry
+        self._engine = registry.engine
+        self._cache = cache
         self._hsm = hsm
         self._audit = audit
         self._clock = clock
         self._lock = threading.Lock()
-        self._opened: dict[str, tuple[bytes, bytes]] = {}  # akid -> (sealed, secret)
+        self._epoch = -1
+        self._opened: dict[str, tuple[str, bytes] | None] = {}  # akid -> (store, secret)
 
     def add(self, store: str, access_key_id: str | None, secret: Secret | None,
             actor: Actor) -> tuple[str, Secret]:
@@ -80,10 +88,12 @@ class CredentialStore:
                 conn.execute(t.xks_credentials.insert().values(
                     access_key_id=akid, store=store, secret_sealed=sealed,
                     created_at=iso(self._clock())))
+                self._registry.bump_epoch(conn)
         except IntegrityError:
             raise ConflictError("that access key id exists already") from None
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
+        self._changed()
         self._audit.append(AuditEvent(op=Operation.CREDENTIAL_ADD, outcome=Outcome.OK,
                                       actor=actor, store=store,
                                       detail={"access_key_id": akid}))
@@ -95,12 +105,13 @@ class CredentialStore:
                 n = conn.execute(delete(t.xks_credentials).where(
                     t.xks_credentials.c.store == store,
                     t.xks_credentials.c.access_key_id == access_key_id)).rowcount
+                if n:
+                    self._registry.bump_epoch(conn)
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
         if n == 0:
             raise KeyNotFoundError("no such credential in this store")
-        with self._lock:
-            self._opened.pop(access_key_id, None)
+        self._changed()
         self._audit.append(AuditEvent(op=Operation.CREDENTIAL_REMOVE, outcome=Outcome.OK,
                                       actor=actor, store=store,
                                       detail={"access_key_id": access_key_id}))
@@ -113,10 +124,33 @@ class CredentialStore:
                                 .order_by(t.xks_credentials.c.created_at)).all()
         return [CredentialInfo(r.access_key_id, store, r.created_at) for r in rows]
 
+    def _changed(self) -> None:
+        with self._lock:
+            self._opened.clear()
+        self._cache.invalidate()
+        self._registry.changed()
+
     def lookup(self, store: str, access_key_id: str) -> bytes | None:
         """The secret of ``access_key_id`` if it belongs to ``store`` now, else None."""
         if len(access_key_id) > 64:
             return None
+        epoch = self._cache.epoch()
+        with self._lock:
+            if epoch != self._epoch:
+                self._opened.clear()
+                self._epoch = epoch
+            known = access_key_id in self._opened
+            entry = self._opened.get(access_key_id)
+        if not known:
+            entry = self._open(access_key_id)
+            with self._lock:
+                if self._epoch == epoch and len(self._opened) < 10_000:
+                    self._opened[access_key_id] = entry
+        if entry is None or entry[0] != store:
+            return None
+        return entry[1]
+
+    def _open(self, access_key_id: str) -> tuple[str, bytes] | None:
         try:
             with read_only(self._engine) as conn:
                 row = conn.execute(select(t.xks_credentials.c.store,
@@ -125,20 +159,14 @@ class CredentialStore:
                                    ).first()
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
-        if row is None or row.store != store:
+        if row is None:
             return None
         sealed = bytes(row.secret_sealed)
-        with self._lock:
-            cached = self._opened.get(access_key_id)
-        if cached is not None and cached[0] == sealed:
-            return cached[1]
         ct = GcmCiphertext(sealed[:GCM_IV_BYTES], sealed[GCM_IV_BYTES:-GCM_TAG_BYTES],
                            sealed[-GCM_TAG_BYTES:])
         try:
             secret = self._hsm.decrypt(CREDENTIAL_KEY_LABEL, ct.iv, ct.ciphertext, ct.tag,
-                                       _aad(store, access_key_id))
+                                       _aad(row.store, access_key_id))
         except HsmError as exc:
             raise translate_hsm_error(exc) from None
-        with self._lock:
-            self._opened[access_key_id] = (sealed, secret)
-        return secret
+        return row.store, secret
