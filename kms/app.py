@@ -16,8 +16,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from hsm.aio import AsyncHsm
+from kms import metrics
+from kms.admin.observability import RequestObservability, metrics_router
+from kms.admin.routes import admin_router
 from kms.audit.event import SYSTEM_ACTOR
 from kms.errors import KmsError
+from kms.logging import configure_logging
 from kms.runtime import Runtime
 from kms.settings import HEALTH_KEY_LABEL, Settings
 from kms.xks.handler import XksHandler
@@ -35,7 +39,7 @@ class AppState:
         self.stop = threading.Event()
         handler = XksHandler(runtime.keys, runtime.cache, runtime.credentials, runtime.hsm,
                              runtime.clock, fleet_size=runtime.settings.fleet_size)
-        self.xks = XksEndpoint(handler, runtime.audit)
+        self.xks = XksEndpoint(handler, runtime.audit, observe=metrics.observe_xks)
 
 
 def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
@@ -56,6 +60,9 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     app = FastAPI(title="CMK service (XKS proxy)", version="0.1.0", lifespan=lifespan)
     app.state.kms = state
     install_xks(app, state)
+    app.include_router(admin_router(runtime))
+    app.include_router(metrics_router(runtime))
+    app.add_middleware(RequestObservability)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -104,4 +111,5 @@ def _sweeper(state: AppState) -> None:
 
 def create_app_from_env() -> FastAPI:
     """The uvicorn factory (``kms serve``): one Runtime per worker process."""
+    configure_logging()
     return create_app(Runtime.open(Settings.from_env()))

@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from kms.cli.main import command
+from kms.logging import configure_logging
+from kms.metrics import MULTIPROC_ENV, fresh_multiproc_dir
 from kms.runtime import Runtime
 from kms.settings import Settings
 
@@ -45,8 +47,12 @@ def _serve(args: argparse.Namespace) -> int:
         kwargs.update(ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
         if args.tls_client_ca:
             kwargs.update(ssl_ca_certs=args.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    configure_logging()  # JSON lines from the supervisor too ($KMS_LOG_LEVEL)
+    if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Workers are spawned and inherit this before they import prometheus-client.
+        os.environ[MULTIPROC_ENV] = fresh_multiproc_dir(settings.home)
     uvicorn.run("kms.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools",
+                log_config=None, workers=args.workers, loop="uvloop", http="httptools",
                 log_level=args.log_level, access_log=False, timeout_keep_alive=30, **kwargs)
     return 0
 

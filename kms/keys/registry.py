@@ -243,3 +243,10 @@ class Registry:
             rows = conn.execute(select(t.keys.c.state, func.count())
                                 .group_by(t.keys.c.state)).all()
         return {str(r[0]): int(r[1]) for r in rows}
+
+    def count_by_state(self) -> dict[str, int]:
+        """Number of keys in each state (for the ``kms_keys`` gauge)."""
+        with self._read() as conn:
+            rows = conn.execute(select(t.keys.c.state, func.count())
+                                .group_by(t.keys.c.state)).all()
+        return {str(r[0]): int(r[1]) for r in rows}

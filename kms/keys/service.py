@@ -43,8 +43,11 @@ from kms.errors import (
     ValidationError,
 )
 from kms.keys.model import (
+    STORE_NAME_RE,
+    URI_PREFIX_RE,
     KeyRecord,
     KeyState,
+    KeyStore,
     KeyUsage,
     KeyVersion,
     Transition,
@@ -350,6 +353,24 @@ class KeyService:
             self.destroy(key_id, actor)
             done.append(key_id)
         return done
+
+    def create_store(self, name: str, uri_prefix: str, actor: Actor, *,
+                     throttle_rps: int | None = None) -> KeyStore:
+        """A new key store serving XKS under ``/{uri_prefix}/kms/xks/v1`` (no credentials
+        yet: add them with the credential store)."""
+        prefix = uri_prefix.strip("/")
+        if not STORE_NAME_RE.fullmatch(name):
+            raise ValidationError("a store name is 1-64 characters of A-Za-z0-9_-")
+        if not URI_PREFIX_RE.fullmatch(prefix):
+            raise ValidationError("the URI prefix is 1-100 characters of A-Za-z0-9/_-")
+        if throttle_rps is not None and throttle_rps < 1:
+            raise ValidationError("the throttle is a positive number of requests per second")
+        self.registry.create_store(name, prefix, self.clock())
+        if throttle_rps is not None:
+            self.registry.update_store(name, throttle_rps=throttle_rps)
+        self.cache.invalidate()
+        self._audited(Operation.STORE_CREATE, actor, None, {"uri_prefix": prefix}, store=name)
+        return self.registry.get_store(name)
 
     def set_store_enabled(self, store: str, enabled: bool, actor: Actor) -> None:
         self.registry.update_store(store, enabled=enabled)

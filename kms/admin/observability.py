@@ -1,0 +1,142 @@
+"""Per-request logging and metrics for the whole app (XKS, admin and operations routes),
+and the ``/metrics`` endpoint.
+
+:class:`RequestObservability` is a pure ASGI middleware (it does not buffer bodies). For
+each HTTP request it
+
+* takes the caller's ``X-Request-Id`` if it is a short token of ``A-Za-z0-9._-``, or makes
+  one, binds it to every log line of the request (structlog contextvars) and returns it;
+* logs one ``http_request`` line: method, route template (never the raw path or query,
+  which may carry values a client chose), status, duration, and the admin token's name;
+* counts the request in ``kms_http_requests_total`` and, for admin routes, in
+  ``kms_requests_total`` / ``kms_request_duration_seconds`` with the errorName as outcome
+  (XKS routes report there themselves, through ``kms.metrics.observe_xks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kms import metrics
+from kms.admin.routing import ACTOR_STATE, ERROR_STATE
+from kms.clock import parse_iso
+from kms.keys.model import KeyState
+from kms.logging import get_logger
+from kms.runtime import Runtime
+
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ADMIN_PREFIX = "/admin/"
+
+log = get_logger("kms.http")
+
+
+def request_id_from(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = bytes(value).decode("latin-1")
+            if REQUEST_ID_RE.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+XKS_ROUTE = "/{prefix}/kms/xks/v1/{rest}"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template; bounded labels even for routes that do not say."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if path:
+        return str(path)
+    if "/kms/xks/v1/" in str(scope.get("path", "")):
+        return XKS_ROUTE  # the raw XKS edge (per-operation metrics: kms.metrics.observe_xks)
+    return "(unmatched)"
+
+
+class RequestObservability:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope)
+        started = time.perf_counter()
+        status = 500
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            self._record(scope, status, seconds)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    @staticmethod
+    def _record(scope: Scope, status: int, seconds: float) -> None:
+        route = route_template(scope)
+        method = str(scope.get("method", ""))
+        state: dict[str, Any] = scope.get("state") or {}
+        error_name = state.get(ERROR_STATE)
+        metrics.observe_http(route, method, status)
+        if route.startswith(ADMIN_PREFIX):
+            outcome = str(error_name) if error_name else metrics.outcome_for_status(status)
+            metrics.observe_request(f"{method} {route}", outcome, seconds)
+        fields: dict[str, Any] = {"method": method, "route": route, "status": status,
+                                  "duration_ms": round(seconds * 1000, 3)}
+        if error_name:
+            fields["error"] = error_name
+        if state.get(ACTOR_STATE):
+            fields["actor"] = state[ACTOR_STATE]
+        level = "warning" if status >= 500 else "info"
+        getattr(log, level)("http_request", **fields)
+
+
+def refresh_gauges(runtime: Runtime) -> None:
+    """Keys by state, audit log size and checkpoint age: read at scrape time."""
+    counts = runtime.registry.count_by_state()
+    metrics.set_key_states(counts, [s.value for s in KeyState])
+    metrics.set_audit_size(runtime.audit.head().size)
+    latest = runtime.audit.latest_checkpoint()
+    age = None if latest is None else (
+        runtime.clock() - parse_iso(latest[1])).total_seconds()
+    metrics.set_checkpoint_age(age)
+
+
+def metrics_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/metrics", tags=["operations"], response_class=Response,
+                responses={200: {"content": {metrics.CONTENT_TYPE: {}},
+                                 "description": "Prometheus text exposition"}})
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics of this process, or of every worker (multiprocess mode)."""
+        try:
+            await asyncio.to_thread(refresh_gauges, runtime)
+        except Exception as exc:  # the counters are still worth serving
+            log.warning("metrics_refresh_failed", error_type=type(exc).__name__)
+        body = await asyncio.to_thread(metrics.render)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    return router
