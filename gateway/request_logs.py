@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from gateway import db
 from gateway.errors import NotFoundError
@@ -105,6 +105,14 @@ class RequestLog:
                                 .where(t.c.tenant_id == tenant_id)
                                 .order_by(t.c.created_at.desc()).limit(limit)).all()
         return [LogSummary(*r) for r in rows]
+
+    def purge_older_than(self, tenant_id: str, days: float) -> int:
+        """Retention: delete the tenant's records older than ``days``; returns how many."""
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        t = db.request_logs
+        with self._engine.begin() as conn:
+            return int(conn.execute(delete(t).where(t.c.tenant_id == tenant_id,
+                                                    t.c.created_at < cutoff)).rowcount)
 
     def show(self, tenant_id: str, request_id: str) -> dict[str, Any]:
         """Decrypt one request's log on demand (one KMS decrypt per field, named by id)."""

@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
     q.add_argument("request_id")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=logs_show)
+    q = actions.add_parser("purge", help="retention: delete a tenant's old records")
+    q.add_argument("tenant")
+    q.add_argument("--older-than-days", type=float, required=True)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=logs_purge)
 
 
 def logs_list(args: argparse.Namespace) -> int:
@@ -59,4 +64,15 @@ def logs_show(args: argparse.Namespace) -> int:
     finally:
         s.close()
     emit(args, record, json.dumps(record, indent=2, default=str))
+    return 0
+
+
+def logs_purge(args: argparse.Namespace) -> int:
+    s = _services()
+    try:
+        s.tenants.get(args.tenant)
+        count = s.request_log.purge_older_than(args.tenant, args.older_than_days)
+    finally:
+        s.close()
+    emit(args, {"tenant": args.tenant, "deleted": count}, f"deleted {count} records")
     return 0

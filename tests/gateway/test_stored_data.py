@@ -4,6 +4,7 @@ the tenant's key, blobs bound to their tenant, row and field."""
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -77,6 +78,16 @@ def test_logs_list_and_show_decrypt_through_the_tenant_key(world: World) -> None
     assert shown["response"]["choices"][0]["message"]["content"] == answer_for(prompt)
     assert shown["meta"]["model"] == "gpt-4o" and shown["meta"]["virtual_key_id"] == vk["id"]
 
+    # Each decrypt of `logs show` is in the tenant's KMS audit log, with the gateway's
+    # principal and the gateway request id.
+    out = Path(tempfile.mkdtemp(prefix="audit-"))
+    world.kms.cli("audit", "export", str(out / "x"))
+    exported = b"".join(f.read_bytes() for f in out.rglob("*") if f.is_file())
+    assert plain.headers["x-gateway-request-id"].encode() in exported
+    assert b"role/ai-gateway" in exported
+
+    kept = world.gateway.cli_json("logs", "purge", "b", "--older-than-days", "1")
+    assert kept["deleted"] == 0
     s = wait_for_response_logged(world, "b", streamed.headers["x-gateway-request-id"])
     assert s["response"]["choices"][0]["message"]["content"] == answer_for(  # type: ignore[index]
         prompt + " streamed")

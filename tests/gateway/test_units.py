@@ -171,3 +171,20 @@ def test_stream_assembler_reassembles_split_chunks() -> None:
     capped = StreamAssembler(max_bytes=4)
     capped.feed(raw)
     assert capped.truncated and len("".join(capped.content)) <= 4
+
+
+def test_retention_deletes_only_old_records_of_the_tenant(engine: Engine,
+                                                          master: MasterKey) -> None:
+    from gateway import db
+    from gateway.request_logs import RequestLog
+
+    _tenant(engine, master)
+    old = datetime.now(UTC) - timedelta(days=10)
+    with engine.begin() as conn:
+        for rid, when in (("req_old", old), ("req_new", datetime.now(UTC))):
+            conn.execute(db.request_logs.insert().values(
+                id=rid, tenant_id="acme", virtual_key_id="vk_1", created_at=when,
+                prompt_blob=b"x"))
+    log = RequestLog(engine, None)  # type: ignore[arg-type]
+    assert log.purge_older_than("acme", 7) == 1
+    assert [r.id for r in log.recent("acme")] == ["req_new"]
