@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -112,10 +113,8 @@ def ensure_database(engine: Engine, uri_prefix: str | None) -> tuple[int, str]:
         if uri_prefix is not None and store.uri_prefix != prefix:
             registry.set_uri_prefix(DEFAULT_STORE, prefix)
     except KeyNotFoundError:
-        try:
+        with contextlib.suppress(ConflictError):  # made concurrently by another `kms init`
             registry.create_store(DEFAULT_STORE, prefix, datetime.now(UTC))
-        except ConflictError:
-            pass  # created concurrently by another `kms init`
     return version, registry.get_store(DEFAULT_STORE).uri_prefix
 
 

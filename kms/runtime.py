@@ -37,7 +37,6 @@ from kms.settings import AUDIT_SIGNING_KEY_LABEL, Settings
 from kms.xks.credential_store import CredentialStore
 
 
-
 def module_path(settings: Settings) -> str:
     path = settings.pkcs11_module or find_softhsm_module()
     if path is None:
@@ -59,7 +58,7 @@ def open_hsm(settings: Settings, *, attempts: int = 6) -> Pkcs11Hsm:
         except HsmUnavailable:
             if attempt == attempts - 1:
                 raise
-            time.sleep(0.05 + random.random() * 0.2 * (attempt + 1))  # noqa: S311 - jitter
+            time.sleep(0.05 + random.random() * 0.2 * (attempt + 1))
     raise HsmConfigError("unreachable")
 
 

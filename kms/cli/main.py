@@ -24,18 +24,21 @@ def _json_flag(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kms.cli import audit_cmd, init_cmd, keys_cmd, serve_cmd, tokens_cmd, xks_cmd
+    from kms.cli import (
+        audit_cmd,
+        bench_cmd,
+        init_cmd,
+        keys_cmd,
+        serve_cmd,
+        tokens_cmd,
+        xks_cmd,
+    )
 
     parser = argparse.ArgumentParser(prog="kms", description="Customer-managed-key service")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (init_cmd, serve_cmd, keys_cmd, xks_cmd, tokens_cmd, audit_cmd):
         module.register(sub, _json_flag)
-    try:
-        from kms.cli import bench_cmd
-    except ImportError:  # the benchmark needs the dev extras
-        pass
-    else:
-        bench_cmd.register(sub, _json_flag)
+    bench_cmd.register(sub, _json_flag)
     return parser
 
 

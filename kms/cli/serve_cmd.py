@@ -31,11 +31,14 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env()
-    # Fail before forking workers if the set-up is wrong, with a clear message.
-    Runtime.open(settings).close()
+    # Open once before serving: a wrong set-up fails here with a clear message. With one
+    # worker this runtime serves; with several, each worker process opens its own.
+    runtime = Runtime.open(settings)
+    store_prefix = _default_prefix(runtime)
+    if args.workers > 1:
+        runtime.close()
     if settings.own_softhsm_conf:
         os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf)
-    store_prefix = _default_prefix(settings)
     scheme = "https" if args.tls_cert else "http"
     print(f"kms: serving on {scheme}://{args.host}:{args.port} with {args.workers} worker(s)",
           file=sys.stderr)
@@ -51,17 +54,22 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # Workers are spawned and inherit this before they import prometheus-client.
         os.environ[MULTIPROC_ENV] = fresh_multiproc_dir(settings.home)
-    uvicorn.run("kms.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                log_config=None, workers=args.workers, loop="uvloop", http="httptools",
-                log_level=args.log_level, access_log=False, timeout_keep_alive=30, **kwargs)
+    common: dict[str, Any] = {"host": args.host, "port": args.port, "log_config": None,
+                              "loop": "uvloop", "http": "httptools",
+                              "log_level": args.log_level, "access_log": False,
+                              "timeout_keep_alive": 30, **kwargs}
+    if args.workers > 1:
+        uvicorn.run("kms.app:create_app_from_env", factory=True, workers=args.workers,
+                    **common)
+    else:
+        from kms.app import create_app
+
+        uvicorn.run(create_app(runtime), **common)
     return 0
 
 
-def _default_prefix(settings: Settings) -> str | None:
-    rt = Runtime.open(settings)
+def _default_prefix(runtime: Runtime) -> str | None:
     try:
-        return rt.registry.get_store("default").uri_prefix
+        return runtime.registry.get_store("default").uri_prefix
     except Exception:
         return None
-    finally:
-        rt.close()

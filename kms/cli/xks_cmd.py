@@ -7,12 +7,10 @@ import sys
 from typing import Any
 
 from kms.audit.event import cli_actor
-from kms.audit.record import Operation
 from kms.cli.context import runtime
 from kms.cli.main import command
 from kms.cli.output import emit
 from kms.errors import ValidationError
-from kms.keys.model import STORE_NAME_RE, URI_PREFIX_RE
 from kms.xks.credentials import Secret, console_upload_json
 
 
@@ -50,23 +48,11 @@ def register(sub: Any, json_flag: Any) -> None:
 
 
 def _store_create(args: argparse.Namespace) -> int:
-    prefix = args.uri_prefix.strip("/")
-    if not STORE_NAME_RE.fullmatch(args.name):
-        raise ValidationError("a store name is 1-64 characters of A-Za-z0-9_-")
-    if not URI_PREFIX_RE.fullmatch(prefix):
-        raise ValidationError("the URI prefix is 1-100 characters of A-Za-z0-9/_-")
     with runtime() as rt:
-        store = rt.registry.create_store(args.name, prefix, rt.clock())
-        if args.throttle_rps:
-            rt.registry.update_store(args.name, throttle_rps=args.throttle_rps)
-        from kms.audit.event import AuditEvent
-        from kms.audit.record import Outcome
-
-        rt.audit.append(AuditEvent(op=Operation.STORE_CREATE, outcome=Outcome.OK,
-                                   actor=cli_actor(), store=args.name,
-                                   detail={"uri_prefix": prefix}))
-    emit(args, {"name": store.name, "uriPrefix": prefix},
-         f"created store {store.name} at /{prefix}/kms/xks/v1")
+        store = rt.keys.create_store(args.name, args.uri_prefix, cli_actor(),
+                                     throttle_rps=args.throttle_rps)
+    emit(args, {"name": store.name, "uriPrefix": store.uri_prefix},
+         f"created store {store.name} at /{store.uri_prefix}/kms/xks/v1")
     return 0
 
 

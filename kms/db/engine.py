@@ -8,7 +8,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 
 from kms.errors import ValidationError
 
-
 READ_ONLY = "kms_read_only"
 
 

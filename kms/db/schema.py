@@ -11,8 +11,8 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
-    Text,
     Table,
+    Text,
 )
 
 metadata = MetaData()

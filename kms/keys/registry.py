@@ -99,6 +99,7 @@ class Registry:
             conn.execute(t.key_stores.insert().values(
                 name=name, uri_prefix=uri_prefix, enabled=True, throttle_rps=None,
                 created_at=iso(now)))
+            self._bump_epoch(conn)  # other processes' store caches must see it
         return KeyStore(name, uri_prefix, True, None, iso(now))
 
     def set_uri_prefix(self, name: str, uri_prefix: str) -> None:
@@ -236,13 +237,6 @@ class Registry:
                 t.keys.c.state == KeyState.PENDING_DELETION.value,
                 t.keys.c.deletion_due <= iso(now))).all()
         return [r.key_id for r in rows]
-
-    def count_by_state(self) -> dict[str, int]:
-        """Number of keys in each state (for the ``kms_keys`` gauge)."""
-        with self._read() as conn:
-            rows = conn.execute(select(t.keys.c.state, func.count())
-                                .group_by(t.keys.c.state)).all()
-        return {str(r[0]): int(r[1]) for r in rows}
 
     def count_by_state(self) -> dict[str, int]:
         """Number of keys in each state (for the ``kms_keys`` gauge)."""

@@ -11,6 +11,7 @@ was made with, whatever the caller claims.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import struct
 import time
@@ -168,12 +169,10 @@ class KeyService:
 
     def _audit_failure(self, op: Operation, actor: Actor, key_id: str | None,
                        exc: KmsError, started: float) -> None:
-        try:
+        with contextlib.suppress(KmsError):  # the original error is what the caller sees
             self.audit.append(AuditEvent(
                 op=op, outcome=Outcome.ERROR, actor=actor, key_id=key_id,
                 error=exc.error_name, latency_us=int((time.perf_counter() - started) * 1e6)))
-        except KmsError:
-            pass  # the original error is what the caller must see
 
     def _new_hsm_key(self, key_id: str, version: int) -> str:
         for _ in range(3):
@@ -213,10 +212,8 @@ class KeyService:
         return self.registry.get_key(key_id)
 
     def _discard(self, label: str) -> None:
-        try:
+        with contextlib.suppress(HsmError):  # an orphan HSM object is harmless
             self.hsm.destroy_key(label)
-        except HsmError:
-            pass  # an orphan HSM object is harmless: no registry row points at it
 
     def import_hsm_key(self, key_id: str, label: str, usage: frozenset[KeyUsage],
                        actor: Actor, store: str = "default") -> KeyRecord:

@@ -31,6 +31,7 @@ from kms.audit.record import RequestMetadata as AuditRequest
 from kms.clock import Clock
 from kms.errors import (
     InternalError,
+    InvalidKeyUsageError,
     InvalidUriPathError,
     KeyNotFoundError,
     KmsError,
@@ -195,8 +196,18 @@ class XksHandler:
         def aad_for(version: int) -> bytes:
             return wire.hsm_aad(aad, wire.encode_ciphertext_metadata(SCHEME_VERSION, version))
 
+        authorize = self._authorizer(call, req.request_metadata)
+
+        def authorize_encrypt(key: KeyRecord) -> None:
+            authorize(key)
+            # Spec appendix C: the CDIV is proven by an XKS *decrypt* of the output, so a
+            # key without DECRYPT cannot give one (InvalidKeyUsageException, before the HSM).
+            if req.wants_cdiv and KeyUsage.DECRYPT not in key.usage:
+                raise InvalidKeyUsageError(
+                    "a ciphertextDataIntegrityValue needs a key that allows DECRYPT")
+
         enc = self.keys.encrypt(call.key_id, req.plaintext, aad_for, store=call.store.name,
-                                authorize=self._authorizer(call, req.request_metadata))
+                                authorize=authorize_encrypt)
         call.key_version = enc.version
         md = wire.encode_ciphertext_metadata(SCHEME_VERSION, enc.version)
         ct = enc.ciphertext
@@ -217,12 +228,14 @@ class XksHandler:
         md = wire.decode_ciphertext_metadata(req.ciphertext_metadata)
         if md.scheme_version != SCHEME_VERSION:
             raise UnsupportedOperationError("unknown ciphertext metadata scheme")
-        call.key_version = md.key_version
         aad = wire.hsm_aad(req.additional_authenticated_data, req.ciphertext_metadata)
         ct = GcmCiphertext(req.initialization_vector, req.ciphertext, req.authentication_tag)
         plaintext = self.keys.decrypt(call.key_id, md.key_version, ct, aad,
                                       store=call.store.name,
                                       authorize=self._authorizer(call, req.request_metadata))
+        # Only now is the key version authenticated: a forged one (0, say) must not reach
+        # the audit record, which would refuse it and turn a 400 into a 503.
+        call.key_version = md.key_version
         return wire.decrypt_response(plaintext)
 
     def health_detail(self) -> wire.EkmFleetDetail:

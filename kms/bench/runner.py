@@ -1,0 +1,131 @@
+"""Runs every part of ``kms bench`` and assembles one JSON object (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kms.audit.event import cli_actor
+from kms.keys.local_keyring import LocalKeyring
+from kms.keys.model import KeyUsage
+
+
+@dataclass(frozen=True)
+class Plan:
+    http_seconds: int
+    envelope_seconds: float
+    audit_seconds: float
+    verify_records: int
+    revoke_rounds: int
+    gateway_requests: int
+
+
+QUICK = Plan(http_seconds=5, envelope_seconds=0.5, audit_seconds=3, verify_records=100_000,
+             revoke_rounds=3, gateway_requests=800)
+FULL = Plan(http_seconds=15, envelope_seconds=2.0, audit_seconds=10, verify_records=1_000_000,
+            revoke_rounds=10, gateway_requests=4000)
+
+
+def _step(name: str, log: Callable[[str], None]) -> float:
+    log(f"bench: {name} ...")
+    return time.perf_counter()
+
+
+def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    from kms.bench import audit_bench, envelope_peers, revoke_bench, wrk, xks_load
+    from kms.bench.local_runtime import local_runtime
+
+    plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+    }
+    if wrk.available():
+        _step("XKS encrypt/decrypt and echo under wrk", log)
+        result.update(xks_load.run(plan.http_seconds))
+    else:
+        log("bench: wrk not found (apt-get install wrk): HTTP figures skipped")
+
+    _step("envelope: ours, Tink, AWS Encryption SDK", log)
+    with local_runtime() as (rt, env):
+        rt.keys.create_key("bench-env", frozenset({KeyUsage.ENCRYPT, KeyUsage.DECRYPT}),
+                           cli_actor("bench"))
+        ours = envelope_peers.ours(LocalKeyring(rt.keys, cli_actor("bench")), "bench-env",
+                                   plan.envelope_seconds)
+        tink = envelope_peers.tink_peer(plan.envelope_seconds)
+        esdk = envelope_peers.esdk_peer(plan.envelope_seconds)
+        result["envelope"] = {"ours": ours, "tink": tink, "esdk": esdk}
+        enc = "encrypt_ops"
+        result["envelope_vs_tink_cached"] = round(ours["cached_1KiB"][enc] / tink["1KiB"][enc], 3)
+        result["envelope_vs_tink_uncached"] = round(
+            ours["uncached_1KiB"][enc] / tink["1KiB"][enc], 3)
+        result["envelope_vs_esdk"] = round(ours["uncached_1KiB"][enc] / esdk["1KiB"][enc], 3)
+
+        _step("audit appends (32 writers)", log)
+        result["audit_append_rps"] = audit_bench.append_rate(rt.audit, plan.audit_seconds)["rps"]
+
+        _step("revocation propagation", log)
+        result["revoke_propagation_ms"] = {
+            "same_process": revoke_bench.same_process(rt, plan.revoke_rounds),
+            "cross_process": revoke_bench.cross_process(rt, env, plan.revoke_rounds),
+        }
+
+    _step(f"audit verify over {plan.verify_records:,} records", log)
+    result["audit_verify_rps"] = audit_bench.verify_rate(plan.verify_records)["rps"]
+
+    try:
+        gateway_overhead = importlib.import_module("kms.bench.gateway_overhead")
+    except ImportError:  # the gateway is a separate service; skip when it is absent
+        log("bench: gateway not installed: gateway overhead skipped")
+    else:
+        _step("gateway overhead (16 clients)", log)
+        result["gateway_overhead_ms"] = gateway_overhead.run(plan.gateway_requests)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [("metric", "value")]
+
+    def http(name: str) -> None:
+        if name in r:
+            v = r[name]
+            rows.append((name, f"{v['rps']:,.0f} req/s  p50 {v['p50_ms']:.2f} ms  "
+                               f"p99 {v['p99_ms']:.2f} ms  errors {v['errors']}"))
+
+    for name in ("xks_encrypt", "xks_decrypt", "echo"):
+        http(name)
+    if "xks_vs_echo" in r:
+        rows.append(("xks_vs_echo", f"{r['xks_vs_echo']:.3f}"))
+    env = r.get("envelope", {})
+    for who, data in env.items():
+        for case, v in data.items():
+            rows.append((f"envelope {who} {case}",
+                         f"encrypt {v['encrypt_ops']:,.0f}/s  decrypt {v['decrypt_ops']:,.0f}/s"))
+    for name in ("envelope_vs_tink_cached", "envelope_vs_tink_uncached", "envelope_vs_esdk",
+                 "audit_append_rps", "audit_verify_rps"):
+        if name in r:
+            rows.append((name, f"{r[name]:,}"))
+    if "revoke_propagation_ms" in r:
+        v = r["revoke_propagation_ms"]
+        rows.append(("revoke_propagation_ms",
+                     f"same process {v['same_process']} ms, cross process {v['cross_process']} ms"))
+    if "gateway_overhead_ms" in r:
+        v = r["gateway_overhead_ms"]
+        rows.append(("gateway_overhead_ms", f"p50 {v['p50']} ms, p99 {v['p99']} ms"))
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
+
+
+def log_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
