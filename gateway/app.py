@@ -35,8 +35,8 @@ def create_app(settings: Settings, *, services: Services | None = None,
                upstream_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     services = services or build_services(settings)
     upstream = Upstream(settings.upstream_timeout_seconds, transport=upstream_transport)
-    proxy = Proxy(services.virtual_keys, services.provider_keys, services.request_log,
-                  RateLimits(settings.rate_limit_storage), upstream)
+    proxy = Proxy(services.tenants, services.virtual_keys, services.provider_keys,
+                  services.request_log, RateLimits(settings.rate_limit_storage), upstream)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

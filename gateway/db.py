@@ -34,6 +34,8 @@ tenants = Table(
     Column("key_id", String(128), nullable=False),
     Column("access_key_id", String(128), nullable=False),
     Column("secret_sealed", LargeBinary, nullable=False),
+    Column("rpm", Integer),  # tenant-wide limits, on top of each virtual key's
+    Column("tpm", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 

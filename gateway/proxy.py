@@ -41,6 +41,7 @@ from gateway.rate_limits import RateLimits
 from gateway.request_logs import RequestLog, Usage
 from gateway.stream_assembler import StreamAssembler
 from gateway.tenant_keys import kms_request_id
+from gateway.tenants import Tenant, TenantStore
 from gateway.upstream import PASS_HEADERS, Upstream
 from gateway.virtual_keys import VirtualKey, VirtualKeyStore
 
@@ -73,8 +74,9 @@ def bearer(authorization: str | None) -> str | None:
 
 
 class Proxy:
-    def __init__(self, virtual_keys: VirtualKeyStore, vault: ProviderKeyVault,
+    def __init__(self, tenants: TenantStore, virtual_keys: VirtualKeyStore, vault: ProviderKeyVault,
                  request_log: RequestLog, rate_limits: RateLimits, upstream: Upstream) -> None:
+        self._tenants = tenants
         self._virtual_keys = virtual_keys
         self._vault = vault
         self._log = request_log
@@ -102,13 +104,13 @@ class Proxy:
 
     async def chat_completions(self, authorization: str | None, body: Any,
                                headers: Mapping[str, str]) -> Response:
-        key = await asyncio.to_thread(self._virtual_keys.authenticate, bearer(authorization))
+        key, tenant = await asyncio.to_thread(self._authenticate, authorization)
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise InvalidRequestError("the body must be a JSON object with a 'model'")
         model: str = body["model"]
         if not key.allows(model):
             raise ModelNotAllowedError(f"this virtual key may not use model {model!r}")
-        limit_headers = await self._limits.admit(key)
+        limit_headers = await self._limits.admit(key, tenant)
         request_id = "req_" + secrets.token_hex(12)
         store = headers.get(NO_STORE_HEADER, "").lower() not in ("1", "true", "yes")
         creds = await asyncio.to_thread(self._prepare, key, request_id, body, store)
@@ -126,16 +128,20 @@ class Proxy:
             finally:
                 await response.aclose()
             usage = self._usage(content)
-            await self._finish(key, request_id, store, response.status_code, started, usage,
+            await self._finish(key, tenant, request_id, store, response.status_code, started, usage,
                                content, meta)
             return Response(content, status_code=response.status_code, headers=out_headers)
         out_headers.pop("content-type", None)
         return CancellingStreamingResponse(
-            self._relay(response, key, request_id, store, started, meta),
+            self._relay(response, key, tenant, request_id, store, started, meta),
             status_code=response.status_code, headers=out_headers,
             media_type="text/event-stream")
 
     # -- steps -----------------------------------------------------------------------------
+
+    def _authenticate(self, authorization: str | None) -> tuple[VirtualKey, Tenant]:
+        key = self._virtual_keys.authenticate(bearer(authorization))
+        return key, self._tenants.get(key.tenant_id)
 
     def _prepare(self, key: VirtualKey, request_id: str, body: dict[str, Any],
                  store: bool) -> list[ProviderCredential]:
@@ -157,7 +163,8 @@ class Proxy:
             provider = self._vault.default_provider(key.tenant_id)
         return self._vault.credentials(key.tenant_id, provider)
 
-    async def _relay(self, response: httpx.Response, key: VirtualKey, request_id: str,
+    async def _relay(self, response: httpx.Response, key: VirtualKey, tenant: Tenant,
+                     request_id: str,
                      store: bool, started: float, meta: dict[str, Any]) -> AsyncIterator[bytes]:
         assembler = StreamAssembler()
         try:
@@ -172,16 +179,16 @@ class Proxy:
             completion = assembler.completion()
             # The client may be gone (this generator cancelled): finish in a task of its own.
             task = asyncio.get_running_loop().create_task(self._finish(
-                key, request_id, store, response.status_code, started,
+                key, tenant, request_id, store, response.status_code, started,
                 Usage.parse(completion["usage"]), json.dumps(completion).encode(), meta))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _finish(self, key: VirtualKey, request_id: str, store: bool, status: int,
-                      started: float, usage: Usage, response: bytes,
+    async def _finish(self, key: VirtualKey, tenant: Tenant, request_id: str, store: bool,
+                      status: int, started: float, usage: Usage, response: bytes,
                       meta: dict[str, Any]) -> None:
         latency_ms = int((time.monotonic() - started) * 1000)
-        await self._limits.charge_tokens(key, usage.total_tokens or 0)
+        await self._limits.charge_tokens(key, tenant, usage.total_tokens or 0)
         log.info("request", request_id=request_id, tenant=key.tenant_id, virtual_key=key.id,
                  status=status, latency_ms=latency_ms, total_tokens=usage.total_tokens)
         if not store:

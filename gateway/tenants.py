@@ -29,6 +29,8 @@ class Tenant:
     key_id: str
     access_key_id: str
     secret_sealed: bytes = field(repr=False)
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 class TenantStore:
@@ -37,7 +39,7 @@ class TenantStore:
         self._master_key = master_key
 
     def create(self, tenant_id: str, xks_endpoint: str, key_id: str, access_key_id: str,
-               secret: str) -> Tenant:
+               secret: str, *, rpm: int | None = None, tpm: int | None = None) -> Tenant:
         if not TENANT_ID.match(tenant_id):
             raise InvalidRequestError("tenant id: 1-64 characters of A-Za-z0-9._-")
         if not KEY_ID.match(key_id):
@@ -48,13 +50,16 @@ class TenantStore:
                 "--xks-endpoint must be scheme://host[:port]/{prefix}, before /kms/xks/v1")
         if not access_key_id or not secret:
             raise InvalidRequestError("the access key id and secret must not be empty")
+        if any(limit is not None and limit < 1 for limit in (rpm, tpm)):
+            raise InvalidRequestError("rate limits must be positive")
         sealed = self._master_key.seal_credential(tenant_id, access_key_id, secret)
-        tenant = Tenant(tenant_id, xks_endpoint.rstrip("/"), key_id, access_key_id, sealed)
+        tenant = Tenant(tenant_id, xks_endpoint.rstrip("/"), key_id, access_key_id, sealed,
+                        rpm, tpm)
         try:
             with self._engine.begin() as conn:
                 conn.execute(insert(db.tenants).values(
                     id=tenant.id, xks_endpoint=tenant.xks_endpoint, key_id=key_id,
-                    access_key_id=access_key_id, secret_sealed=sealed,
+                    access_key_id=access_key_id, secret_sealed=sealed, rpm=rpm, tpm=tpm,
                     created_at=datetime.now(UTC)))
         except IntegrityError:
             raise ConflictError(f"tenant {tenant_id!r} exists already") from None
@@ -66,13 +71,13 @@ class TenantStore:
         if row is None:
             raise NotFoundError(f"no tenant {tenant_id!r}")
         return Tenant(row.id, row.xks_endpoint, row.key_id, row.access_key_id,
-                      row.secret_sealed)
+                      row.secret_sealed, row.rpm, row.tpm)
 
     def all(self) -> list[Tenant]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(db.tenants).order_by(db.tenants.c.id)).all()
-        return [Tenant(r.id, r.xks_endpoint, r.key_id, r.access_key_id, r.secret_sealed)
-                for r in rows]
+        return [Tenant(r.id, r.xks_endpoint, r.key_id, r.access_key_id, r.secret_sealed,
+                       r.rpm, r.tpm) for r in rows]
 
     def open_secret(self, tenant: Tenant) -> str:
         return self._master_key.open_credential(tenant.id, tenant.access_key_id,

@@ -39,6 +39,8 @@ def register(sub: Any) -> None:
                    help="scheme://host[:port]/{prefix}: everything before /kms/xks/v1")
     p.add_argument("--key-id", required=True)
     p.add_argument("--access-key-id", required=True)
+    p.add_argument("--rpm", type=int, help="tenant-wide requests per minute")
+    p.add_argument("--tpm", type=int, help="tenant-wide tokens per minute")
     p.add_argument("--check", action="store_true",
                    help="call the key service (metadata) before saving")
     _cmd(t, "list", tenants_list, "list tenants")
@@ -74,7 +76,7 @@ def tenants_create(args: argparse.Namespace) -> int:
     s = _services()
     try:
         tenant = s.tenants.create(args.tenant, args.xks_endpoint, args.key_id,
-                                  args.access_key_id, secret)
+                                  args.access_key_id, secret, rpm=args.rpm, tpm=args.tpm)
         if args.check:
             s.tenant_keys.call(tenant.id, lambda: s.tenant_keys.crypto(tenant.id)
                                .client.metadata(tenant.key_id))

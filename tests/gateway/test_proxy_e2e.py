@@ -92,6 +92,21 @@ def test_over_the_rate_limit_is_429_with_headers(world: World) -> None:
         client(world, vk["key"]).chat.completions.create(**body)  # type: ignore[call-overload]
 
 
+def test_the_tenant_wide_limit_spans_its_virtual_keys(world: World) -> None:
+    akid, secret = world.kms.add_credential()
+    world.gateway.cli("tenants", "create", "limited", "--xks-endpoint", world.kms.xks_endpoint,
+                      "--key-id", "tenant-b", "--access-key-id", akid, "--rpm", "2",
+                      stdin=secret)
+    world.gateway.cli("provider-keys", "add", "limited", "--provider", "openai",
+                      "--base-url", world.upstream.base_url, stdin="sk-limited")
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "count me"}]}
+    url = world.gateway.url + "/v1/chat/completions"
+    codes = [httpx.post(url, json=body, timeout=20,
+                        headers={"Authorization": f"Bearer {world.virtual_key('limited')['key']}"}
+                        ).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
 def test_stream_client_disconnect_cancels_the_upstream_call(world: World) -> None:
     vk = world.virtual_key("b")
     world.upstream.stream_cancelled.clear()
