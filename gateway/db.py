@@ -85,7 +85,9 @@ def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        kwargs["pool_pre_ping"] = True  # a server connection can go stale; a file cannot
+    engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:

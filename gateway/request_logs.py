@@ -2,8 +2,10 @@
 
 Each request is one row. The prompt (the request body), the response (the body, or the
 assembled stream) and the metadata (model, provider, provider key id, stream flag) are
-envelope blobs under the tenant's key, each with the context ``{tenant, request, field}``:
-a blob copied to another row, field or tenant does not decrypt. In clear: ids, the time,
+envelope blobs under the tenant's key, with the context ``{tenant, field}`` (bound to the
+payload and to the data-key wrap) and the request id as associated data (bound to the
+payload only, so the tenant's cached data key serves many requests): a blob copied to
+another row, field or tenant does not decrypt. In clear: ids, the time,
 and counters for cost reporting (status, latency, token usage reported by the upstream).
 
 The prompt is encrypted *before* the request is forwarded: a tenant whose key is revoked
@@ -24,8 +26,12 @@ from gateway.errors import NotFoundError
 from gateway.tenant_keys import TenantKeys, kms_request_id
 
 
-def _context(tenant_id: str, request_id: str, field: str) -> dict[str, str]:
-    return {"tenant": tenant_id, "request": request_id, "field": field}
+def _context(tenant_id: str, field: str) -> dict[str, str]:
+    return {"tenant": tenant_id, "field": field}
+
+
+def _request(request_id: str) -> bytes:
+    return b"request:" + request_id.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,8 @@ class RequestLog:
 
     def begin(self, tenant_id: str, request_id: str, virtual_key_id: str,
               prompt: bytes) -> None:
-        blob = self._keys.encrypt(tenant_id, prompt, _context(tenant_id, request_id, "prompt"))
+        blob = self._keys.encrypt(tenant_id, prompt, _context(tenant_id, "prompt"),
+                                  _request(request_id))
         with self._engine.begin() as conn:
             conn.execute(insert(db.request_logs).values(
                 id=request_id, tenant_id=tenant_id, virtual_key_id=virtual_key_id,
@@ -86,11 +93,11 @@ class RequestLog:
             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
             "meta_blob": self._keys.encrypt(tenant_id, json.dumps(meta).encode(),
-                                            _context(tenant_id, request_id, "meta")),
+                                            _context(tenant_id, "meta"), _request(request_id)),
         }
         if response is not None:
             values["response_blob"] = self._keys.encrypt(
-                tenant_id, response, _context(tenant_id, request_id, "response"))
+                tenant_id, response, _context(tenant_id, "response"), _request(request_id))
         with self._engine.begin() as conn:
             conn.execute(update(db.request_logs).where(db.request_logs.c.id == request_id)
                          .values(**values))
@@ -138,7 +145,8 @@ class RequestLog:
               blob: bytes | None) -> Any:
         if blob is None:
             return None
-        plain = self._keys.decrypt(tenant_id, blob, _context(tenant_id, request_id, field))
+        plain = self._keys.decrypt(tenant_id, blob, _context(tenant_id, field),
+                                   _request(request_id))
         try:
             return json.loads(plain)
         except ValueError:

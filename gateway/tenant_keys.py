@@ -43,24 +43,17 @@ _REFUSED = (kms_errors.InvalidStateError, kms_errors.KeyNotFoundError,
             kms_errors.InvalidKeyUsageError)
 
 
-class GatewayXksClient(XksClient):
-    """An XKS client that names the gateway request id and the gateway as the service."""
-
-    def _metadata(self, operation: str, key_id: str | None = None,
-                  request_id: str | None = None) -> dict[str, str]:
-        md = super()._metadata(operation, key_id, request_id or kms_request_id.get())
-        md["kmsViaService"] = "ai-gateway"
-        return md
-
-
 class TenantCrypto:
     """Envelope encryption under one tenant's key, with a bounded data-key cache."""
 
     def __init__(self, tenant: Tenant, secret: str, settings: Settings) -> None:
         self.tenant = tenant
-        self.client = GatewayXksClient(tenant.xks_endpoint, tenant.access_key_id, secret,
-                                       timeout=settings.kms_timeout_seconds,
-                                       principal_arn=settings.principal_arn)
+        # XKS calls name the gateway as the service and carry the gateway request id, so
+        # the tenant's KMS audit log joins with the gateway's log.
+        self.client = XksClient(tenant.xks_endpoint, tenant.access_key_id, secret,
+                                timeout=settings.kms_timeout_seconds,
+                                principal_arn=settings.principal_arn,
+                                via_service="ai-gateway", request_ids=kms_request_id.get)
         self.cache = DataKeyCache(max_age_seconds=settings.cache_seconds)
         self.encryptor = EnvelopeEncryptor(XksKeyring(self.client), tenant.key_id,
                                            cache=self.cache)
@@ -93,13 +86,17 @@ class TenantKeys:
         with self._lock:
             return self._by_tenant.setdefault(tenant_id, built)
 
-    def encrypt(self, tenant_id: str, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+    def encrypt(self, tenant_id: str, plaintext: bytes, context: Mapping[str, str],
+                associated_data: bytes = b"") -> bytes:
         crypto = self.crypto(tenant_id)
-        return self.call(tenant_id, lambda: crypto.encryptor.encrypt(plaintext, context))
+        return self.call(tenant_id, lambda: crypto.encryptor.encrypt(
+            plaintext, context, associated_data=associated_data))
 
-    def decrypt(self, tenant_id: str, blob: bytes, context: Mapping[str, str]) -> bytes:
+    def decrypt(self, tenant_id: str, blob: bytes, context: Mapping[str, str],
+                associated_data: bytes = b"") -> bytes:
         crypto = self.crypto(tenant_id)
-        return self.call(tenant_id, lambda: crypto.encryptor.decrypt(blob, context))
+        return self.call(tenant_id, lambda: crypto.encryptor.decrypt(
+            blob, context, associated_data=associated_data))
 
     def call(self, tenant_id: str, fn: Callable[[], T]) -> T:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +55,20 @@ class XksClient:
     def __init__(self, endpoint: str, access_key_id: str, secret: str, *,
                  region: str = "us-east-1", timeout: float = 2.0,
                  principal_arn: str = "arn:aws:iam::000000000000:role/kms-client",
-                 max_connections: int = 32) -> None:
-        """``endpoint`` is ``scheme://host[:port]/{prefix}``: everything before /kms/xks/v1."""
+                 max_connections: int = 32, via_service: str | None = None,
+                 request_ids: Callable[[], str | None] | None = None) -> None:
+        """``endpoint`` is ``scheme://host[:port]/{prefix}``: everything before /kms/xks/v1.
+
+        ``via_service`` is sent as ``kmsViaService``; ``request_ids()``, when given, names
+        the ``kmsRequestId`` of calls made without an explicit one (e.g. the caller's own
+        request id, so the KMS audit log joins with the caller's log).
+        """
         self.endpoint = endpoint.rstrip("/")
         self._base = self.endpoint + "/kms/xks/v1"
         self._signer = SigV4Auth(Credentials(access_key_id, secret), SERVICE, region)
         self.principal_arn = principal_arn
+        self.via_service = via_service
+        self._request_ids = request_ids
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
             limits=httpx.Limits(max_connections=max_connections,
@@ -126,8 +135,12 @@ class XksClient:
 
     def _metadata(self, operation: str, key_id: str | None = None,
                   request_id: str | None = None) -> dict[str, str]:
+        if request_id is None and self._request_ids is not None:
+            request_id = self._request_ids()
         md = {"kmsRequestId": request_id or str(uuid.uuid4()), "kmsOperation": operation,
               "awsPrincipalArn": self.principal_arn}
+        if self.via_service:
+            md["kmsViaService"] = self.via_service
         if key_id is not None:
             md["kmsKeyArn"] = f"arn:aws:kms:local:000000000000:key/{key_id}"
         return md

@@ -15,6 +15,7 @@ Format and limits: docs/envelope-format.md.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 
@@ -46,6 +47,17 @@ __all__ = [
     "encode_context",
     "parse_header",
 ]
+
+
+def payload_digest(ctx_digest: bytes, associated_data: bytes) -> bytes:
+    """What the payload's AAD binds: the context digest, and the per-blob associated data
+    when there is any. Associated data is bound to the payload only, not to the data-key
+    wrap, so blobs that differ only in it (e.g. a request id) can share a cached data key;
+    a blob still opens only with the exact associated data it was made with."""
+    if not associated_data:
+        return ctx_digest
+    return hashlib.sha256(b"KMSE-ad-v1\x00" + ctx_digest
+                          + hashlib.sha256(associated_data).digest()).digest()
 
 
 class EnvelopeEncryptor:
@@ -84,10 +96,16 @@ class EnvelopeEncryptor:
     def __repr__(self) -> str:
         return f"EnvelopeEncryptor(keyring_id={self._keyring_id!r}, key_id={self._key_id!r})"
 
-    def encrypt(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
-        """Encrypt ``plaintext``, bound to ``context`` (which decrypt must be given again)."""
-        if not isinstance(plaintext, bytes):
-            raise TypeError("plaintext must be bytes")
+    def encrypt(self, plaintext: bytes, context: Mapping[str, str], *,
+                associated_data: bytes = b"") -> bytes:
+        """Encrypt ``plaintext``, bound to ``context`` (which decrypt must be given again).
+
+        ``associated_data`` is bound to this blob's payload only (see :func:`payload_digest`):
+        put per-record values (row or request ids) there, and keep ``context`` to what many
+        blobs share, so that the data-key cache can work.
+        """
+        if not isinstance(plaintext, bytes) or not isinstance(associated_data, bytes):
+            raise TypeError("plaintext and associated data must be bytes")
         ctx_digest = context_digest(context)
         size = len(plaintext)
         materials = None
@@ -112,11 +130,12 @@ class EnvelopeEncryptor:
             data_key=data_key,
             message_id=os.urandom(MESSAGE_ID_LEN),
             plaintext=plaintext,
-            context_digest=ctx_digest,
+            context_digest=payload_digest(ctx_digest, associated_data),
             frame_size=self._frame_size,
         )
 
-    def decrypt(self, blob: bytes, context: Mapping[str, str]) -> bytes:
+    def decrypt(self, blob: bytes, context: Mapping[str, str], *,
+                associated_data: bytes = b"") -> bytes:
         """Decrypt a blob made by :meth:`encrypt` under this keyring, key id and ``context``.
 
         Raises ``InvalidCiphertextError`` (one fixed message) for any malformed, modified
@@ -150,4 +169,5 @@ class EnvelopeEncryptor:
                 raise InvalidCiphertextError(_format.INVALID_CIPHERTEXT)
             if cache is not None:
                 cache.put_for_decryption(cache_key, SecretBytes(data_key))
-        return _format.unseal(header, blob, data_key, ctx_digest)
+        return _format.unseal(header, blob, data_key,
+                              payload_digest(ctx_digest, associated_data))
