@@ -115,7 +115,10 @@ class XksHandler:
     def process(self, req: XksRequest) -> XksResponse:
         started = time.perf_counter()
         match = PATH_RE.fullmatch(req.raw_path)
-        store = self._store(match.group("prefix")) if match else None
+        try:
+            store = self._store(match.group("prefix")) if match else None
+        except KmsError as exc:  # the database is away: 503, never an unhandled 500
+            return self._error(exc, None, started, "unknown")
         if match is None or store is None or req.query:
             return self._error(InvalidUriPathError("unknown URI path"), None, started, "unknown")
         name = "health" if match.group("health") else match.group("op")

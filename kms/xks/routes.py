@@ -18,7 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kms.audit.log import AuditLog
-from kms.errors import DependencyTimeoutError, UnsupportedOperationError
+from kms.errors import (
+    DependencyTimeoutError,
+    InternalError,
+    KmsError,
+    UnsupportedOperationError,
+)
 from kms.xks import wire
 from kms.xks.handler import XksHandler, XksRequest
 
@@ -69,7 +74,12 @@ class XksEndpoint:
                      for k, v in request.scope["headers"]],
             body=b"".join(chunks))
         loop = asyncio.get_running_loop()
-        resp = await loop.run_in_executor(self.pool, self.handler.process, req)
+        try:
+            resp = await loop.run_in_executor(self.pool, self.handler.process, req)
+        except KmsError as exc:  # the handler answers its own errors; this is a safety net
+            return (*wire.error_body_for(exc), "unknown")
+        except Exception:
+            return (*wire.error_body_for(InternalError("internal error")), "unknown")
         if resp.event is not None:
             try:
                 await asyncio.wrap_future(self.audit.submit(resp.event))
