@@ -25,6 +25,8 @@ from sqlalchemy import (
     event,
 )
 
+from kms.migrate import migrate
+
 metadata = MetaData()
 
 tenants = Table(
@@ -98,5 +100,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    metadata.create_all(engine)
+def create_schema(engine: Engine) -> int:
+    """Bring the gateway database to the latest schema version (``gateway init``); versions
+    are derived from the ``since`` marks of the tables (kms/migrate.py). Returns it."""
+    return migrate(engine, metadata)

@@ -72,7 +72,7 @@ def softhsm_module() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator["PostgresServer"]:
+def postgres() -> Iterator[PostgresServer]:
     from tests.pg import PostgresServer
 
     server = PostgresServer()

@@ -6,6 +6,7 @@ a temp dir owned by ``postgres`` and listens on 127.0.0.1 on a free port.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -66,11 +67,9 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run([str(self.bindir / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
                        "immediate", "stop"])
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def start_again(self) -> None:

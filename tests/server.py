@@ -48,7 +48,8 @@ class KmsServer:
     def xks_endpoint(self) -> str:
         return f"{self.url}/{self.uri_prefix}"
 
-    def cli(self, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, stdin: str = "",
+            check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([KMS, *args], env=self.env, input=stdin, text=True,
                                 capture_output=True, cwd=ROOT, timeout=120)
         if check and result.returncode != 0:

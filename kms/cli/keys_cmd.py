@@ -21,6 +21,7 @@ def register(sub: Any, json_flag: Any) -> None:
     p.add_argument("--store", default="default")
     p.add_argument("--usage", default="ENCRYPT,DECRYPT",
                    help="subset of ENCRYPT,DECRYPT; '' for none")
+    p.add_argument("--description", help="what the key protects (at most 256 characters)")
     command(keys, "list", _list, "list keys", json_flag).add_argument("--store")
     command(keys, "show", _show, "show one key", json_flag).add_argument("key_id")
     command(keys, "rotate", _rotate, "add a new primary version", json_flag).add_argument(
@@ -64,7 +65,8 @@ def _show_key(args: argparse.Namespace, key: KeyRecord, verb: str) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     with runtime() as rt:
-        key = rt.keys.create_key(args.key_id, parse_usage(args.usage), cli_actor(), args.store)
+        key = rt.keys.create_key(args.key_id, parse_usage(args.usage), cli_actor(), args.store,
+                                 args.description)
         return _show_key(args, key, "created")
 
 

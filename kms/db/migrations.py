@@ -1,45 +1,31 @@
-"""Versioned schema migrations, applied in order by ``kms init`` (and at start-up checks).
+"""Schema versions of the KMS database, applied by ``kms init`` (kms/migrate.py does the work).
 
-Each migration is a function of a connection inside one transaction; the version row is
-updated in the same transaction, so a crash leaves the schema at one version or the next.
+1. the first schema: stores, keys, versions, credentials, tokens, the audit log;
+2. ``keys.description``: an operator's note on what a key protects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from sqlalchemy import Connection, Engine
 
-from sqlalchemy import Connection, Engine, inspect, select
-
+from kms import migrate as m
 from kms.db import schema
 from kms.errors import DependencyTimeoutError
 
+LATEST = m.latest_version(schema.metadata)
 
-def _v1(conn: Connection) -> None:
-    schema.metadata.create_all(conn)
+
+def _seed_v1(conn: Connection) -> None:
     conn.execute(schema.state_epoch.insert().values(id=1, epoch=0))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
-LATEST = len(MIGRATIONS)
-
-
 def current_version(engine: Engine) -> int:
-    if not inspect(engine).has_table("schema_version"):
-        return 0
-    with engine.connect() as conn:
-        row = conn.execute(select(schema.schema_version.c.version)).first()
-    return int(row[0]) if row else 0
+    return m.current_version(engine)
 
 
-def migrate(engine: Engine) -> int:
-    """Bring the schema to the latest version; returns the version it is now at."""
-    version = current_version(engine)
-    for index in range(version, LATEST):
-        with engine.begin() as conn:
-            MIGRATIONS[index](conn)
-            conn.execute(schema.schema_version.delete())
-            conn.execute(schema.schema_version.insert().values(id=1, version=index + 1))
-    return LATEST
+def migrate(engine: Engine, target: int | None = None) -> int:
+    """Bring the schema to ``target`` (default: the latest); returns the version reached."""
+    return m.migrate(engine, schema.metadata, target=target, after_version={1: _seed_v1})
 
 
 def require_current(engine: Engine) -> None:

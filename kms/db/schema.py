@@ -1,4 +1,6 @@
-"""Tables of the KMS database (SQLAlchemy Core). Changes go through kms/db/migrations.py."""
+"""Tables of the KMS database (SQLAlchemy Core): the current schema, with the version that
+introduced each table or column in ``info={"since": N}`` (absent = 1). kms/migrate.py
+derives every migration from these marks; see kms/db/migrations.py."""
 
 from __future__ import annotations
 
@@ -16,13 +18,6 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
-
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
 
 # One row; bumped in every transaction that changes a key's or a store's state, so that
 # every process can tell cheaply whether its cached view of key state is still current.
@@ -64,6 +59,7 @@ keys = Table(
     Column("min_decrypt_version", Integer, nullable=False),
     Column("deletion_due", String(40), nullable=True),
     Column("rules", Text, nullable=True),  # secondary authorization, JSON
+    Column("description", String(256), nullable=True, info={"since": 2}),
     Column("created_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),
 )

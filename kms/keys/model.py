@@ -110,6 +110,7 @@ class KeyRecord:
     updated_at: str
     versions: tuple[KeyVersion, ...]
     store_enabled: bool
+    description: str | None = None
 
     def version(self, number: int) -> KeyVersion | None:
         for v in self.versions:
@@ -129,6 +130,7 @@ class KeyRecord:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "storeEnabled": self.store_enabled,
+            "description": self.description,
             "versions": [
                 {"version": v.version, "imported": v.imported, "createdAt": v.created_at}
                 for v in self.versions

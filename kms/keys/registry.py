@@ -137,7 +137,7 @@ class Registry:
     # -- keys -----------------------------------------------------------------------------
 
     def create_key(self, key_id: str, store: str, usage: frozenset[KeyUsage], hsm_label: str,
-                   imported: bool, now: datetime) -> None:
+                   imported: bool, now: datetime, description: str | None = None) -> None:
         with self._write() as conn:
             if conn.execute(select(t.key_stores.c.name)
                             .where(t.key_stores.c.name == store)).first() is None:
@@ -148,7 +148,8 @@ class Registry:
             conn.execute(t.keys.insert().values(
                 key_id=key_id, store=store, usage=format_usage(usage),
                 state=KeyState.ENABLED.value, primary_version=1, min_decrypt_version=1,
-                deletion_due=None, rules=None, created_at=iso(now), updated_at=iso(now)))
+                deletion_due=None, rules=None, description=description, created_at=iso(now),
+                updated_at=iso(now)))
             conn.execute(t.key_versions.insert().values(
                 key_id=key_id, version=1, hsm_label=hsm_label, imported=imported,
                 created_at=iso(now)))
@@ -186,7 +187,7 @@ class Registry:
             rules=row.rules, created_at=row.created_at, updated_at=row.updated_at,
             versions=tuple(KeyVersion(v.version, v.hsm_label, bool(v.imported), v.created_at)
                            for v in versions),
-            store_enabled=bool(row.store_enabled))
+            store_enabled=bool(row.store_enabled), description=row.description)
 
     def transition(self, key_id: str, transition: Transition, now: datetime, *,
                    deletion_due: str | None = None) -> tuple[KeyRecord, KeyRecord]:

@@ -187,8 +187,10 @@ class KeyService:
         raise ConflictError("could not find a free HSM label")
 
     def create_key(self, key_id: str, usage: frozenset[KeyUsage], actor: Actor,
-                   store: str = "default") -> KeyRecord:
+                   store: str = "default", description: str | None = None) -> KeyRecord:
         check_key_id(key_id)
+        if description is not None and len(description) > 256:
+            raise ValidationError("a description is at most 256 characters")
         started = time.perf_counter()
         try:
             self.registry.get_store(store)
@@ -199,7 +201,8 @@ class KeyService:
                 pass
             label = self._new_hsm_key(key_id, 1)
             try:
-                self.registry.create_key(key_id, store, usage, label, False, self.clock())
+                self.registry.create_key(key_id, store, usage, label, False, self.clock(),
+                                         description)
             except KmsError:
                 self._discard(label)
                 raise

@@ -7,7 +7,6 @@ exported log must verify.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import uuid
