@@ -78,6 +78,10 @@ AUDIT_SIZE: Final = Gauge(
     "kms_audit_log_size", "Records in the audit log (refreshed on every scrape)",
     multiprocess_mode="mostrecent", registry=REGISTRY)
 
+WORKER_REQUESTS: Final = Gauge(
+    "kms_worker_requests", "Requests served by each worker process since it started "
+    "(one series per pid with --workers N)", multiprocess_mode="all", registry=REGISTRY)
+
 
 def fresh_multiproc_dir(home: Path) -> str:
     """A new, empty directory for this run's metric files under ``home/metrics``."""
@@ -97,6 +101,7 @@ def observe_request(endpoint: str, outcome: str, seconds: float) -> None:
     template) that ended with ``outcome`` (``ok`` or the errorName)."""
     REQUESTS.labels(endpoint, outcome).inc()
     REQUEST_LATENCY.labels(endpoint).observe(seconds)
+    WORKER_REQUESTS.inc()
 
 
 def outcome_for_status(status: int) -> str:
