@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from sqlalchemy import (
     Column,
     Connection,
-    ForeignKey,
     Engine,
+    ForeignKey,
     Integer,
     MetaData,
     Table,
