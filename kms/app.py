@@ -7,6 +7,7 @@ place (kms/errors.py holds the table; kms/xks/wire.py renders XKS bodies).
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import threading
 from collections.abc import AsyncIterator
@@ -39,7 +40,8 @@ class AppState:
         self.stop = threading.Event()
         handler = XksHandler(runtime.keys, runtime.cache, runtime.credentials, runtime.hsm,
                              runtime.clock, fleet_size=runtime.settings.fleet_size)
-        self.xks = XksEndpoint(handler, runtime.audit, observe=metrics.observe_xks)
+        self.xks = XksEndpoint(handler, runtime.audit, observe=metrics.observe_xks,
+                               workers=int(os.environ.get("KMS_XKS_THREADS", "8")))
 
 
 def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:

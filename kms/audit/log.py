@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, select, update
 from kms.audit import checkpoint as cp
 from kms.audit import merkle
 from kms.audit.event import AuditEvent
-from kms.audit.record import ChainHead, build_record, encode, record_hash
+from kms.audit.record import ChainHead, build_record, encode, format_time, record_hash
 from kms.clock import Clock, iso
 from kms.db import schema as t
 from kms.db.engine import is_sqlite, read_only
@@ -131,7 +131,7 @@ class AuditLog:
             head = self._lock_head(conn)
             chain = head.chain_head()
             frontier = head.frontier
-            now = self._clock()
+            now = format_time(self._clock())  # one time for the whole batch
             rows = []
             for e in events:
                 record = build_record(
@@ -194,15 +194,23 @@ class AuditLog:
         return None if row is None else (row.note, row.created_at)
 
     def check_integrity(self) -> None:
-        """Start-up check: the head row matches the last stored record (fail closed)."""
+        """Start-up check: the head row matches the record it names (fail closed).
+
+        The record at ``size - 1`` is looked up by seq, not as "the latest record": another
+        process (a replica, a CLI) may commit records between the two reads, and a
+        "latest" read would then fail a sound log. Records and head commit together, so
+        the record the head names is always visible once the head is.
+        """
         head = self.head()
         with read_only(self._engine) as conn:
-            last = conn.execute(select(t.audit_records.c.seq, t.audit_records.c.body)
-                                .order_by(t.audit_records.c.seq.desc()).limit(1)).first()
-        if head.size == 0 and last is None:
-            return
-        if (last is None or int(last.seq) != head.size - 1
-                or record_hash(bytes(last.body)) != head.last_hash
+            if head.size == 0:
+                first = conn.execute(select(t.audit_records.c.seq).limit(1)).first()
+                if first is None or self.head().size > 0:
+                    return
+                raise DependencyTimeoutError("the audit log head does not match its records")
+            last = conn.execute(select(t.audit_records.c.body)
+                                .where(t.audit_records.c.seq == head.size - 1)).first()
+        if (last is None or record_hash(bytes(last.body)) != head.last_hash
                 or head.frontier.size != head.size):
             raise DependencyTimeoutError("the audit log head does not match its records")
 
