@@ -109,8 +109,17 @@ class Runtime:
             raise DependencyTimeoutError("the database is unavailable") from None
         hsm = InstrumentedHsm(hsm or open_hsm(settings))  # kms_hsm_call_duration_seconds
         file = epoch_file(settings)
-        registry = Registry(engine, on_change=file.touch if file else None)
-        cache = KeyStateCache(registry, epoch_source(settings, registry))
+        sources: list[EpochSource] = []
+
+        def on_change(epoch: int) -> None:
+            if file is not None:
+                file.touch()
+            for source in sources:
+                source.observe(epoch)
+
+        registry = Registry(engine, on_change=on_change)
+        sources.append(epoch_source(settings, registry))
+        cache = KeyStateCache(registry, sources[0])
         audit = AuditLog(engine, clock, origin=settings.audit_origin,
                          key_name=settings.audit_origin,
                          public_key_pem=hsm.public_key_pem(AUDIT_SIGNING_KEY_LABEL),

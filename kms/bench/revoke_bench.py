@@ -35,9 +35,12 @@ def same_process(rt: Runtime, rounds: int) -> float:
     return round(statistics.median(delays), 3)
 
 
-def cross_process(rt: Runtime, env: dict[str, str], rounds: int) -> float:
+def cross_process(rt: Runtime, env: dict[str, str], rounds: int) -> tuple[float, float]:
+    """(median ms from revoke returning, median ms from revoke being called) to the other
+    process's first refusal; the first is 0 when the refusal came before the return."""
     rt.keys.create_key("revoke-cross", BOTH, cli_actor("bench"))
     delays = []
+    from_call = []
     for _ in range(rounds):
         proc = subprocess.Popen([sys.executable, "-m", "kms.bench.revoke_probe", "revoke-cross"],
                                 env=env, stdout=subprocess.PIPE, text=True)
@@ -45,6 +48,7 @@ def cross_process(rt: Runtime, env: dict[str, str], rounds: int) -> float:
         if proc.stdout.readline().strip() != "READY":
             raise RuntimeError("probe failed to start")
         time.sleep(0.2)
+        called = time.time()
         rt.keys.revoke("revoke-cross", "bench", cli_actor("bench"))
         returned = time.time()
         line = proc.stdout.readline().split()
@@ -52,5 +56,6 @@ def cross_process(rt: Runtime, env: dict[str, str], rounds: int) -> float:
         if not line or line[0] != "REFUSED":
             raise RuntimeError("the other process never refused the key")
         delays.append(max(0.0, (float(line[1]) - returned) * 1000))
+        from_call.append((float(line[1]) - called) * 1000)
         rt.keys.enable("revoke-cross", cli_actor("bench"))
-    return round(statistics.median(delays), 3)
+    return round(statistics.median(delays), 3), round(statistics.median(from_call), 3)

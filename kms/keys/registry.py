@@ -37,9 +37,10 @@ _BUMPED = "kms_epoch_bumped"
 class Registry:
     """Database access for key stores, keys and versions."""
 
-    def __init__(self, engine: Engine, on_change: Callable[[], None] | None = None) -> None:
-        """``on_change`` runs after each committed transaction that bumped the epoch (the
-        SQLite epoch file, so other processes notice at the cost of a stat())."""
+    def __init__(self, engine: Engine, on_change: Callable[[int], None] | None = None) -> None:
+        """``on_change(new_epoch)`` runs after each committed transaction that bumped the
+        epoch (the SQLite epoch file, so other processes notice at the cost of a stat(); and
+        this process's epoch source, so it need not read back what it just wrote)."""
         self.engine = engine
         self._pg = not is_sqlite(str(engine.url))
         self._on_change = on_change
@@ -48,22 +49,22 @@ class Registry:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        bumped = False
+        bumped: int | None = None
         try:
             with self.engine.begin() as conn:
                 yield conn
-                bumped = bool(conn.info.pop(_BUMPED, False))
+                bumped = conn.info.pop(_BUMPED, None)
         except IntegrityError:
             raise ConflictError("an object with this name exists already") from None
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
-        if bumped:
-            self.changed()
+        if bumped is not None:
+            self.changed(bumped)
 
-    def changed(self) -> None:
-        """Tell other processes that state changed (after the commit)."""
+    def changed(self, epoch: int) -> None:
+        """Announce the committed state epoch ``epoch`` (after the commit)."""
         if self._on_change is not None:
-            self._on_change()
+            self._on_change(epoch)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -73,17 +74,20 @@ class Registry:
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
 
-    def bump_epoch(self, conn: Connection) -> None:
+    def bump_epoch(self, conn: Connection) -> int:
         """In the caller's transaction: every cached view of key/store/credential state is
-        stale once it commits. Callers outside this class then call :meth:`changed`."""
-        self._bump_epoch(conn)
+        stale once it commits. Callers outside this class then call :meth:`changed` with
+        the returned epoch."""
+        return self._bump_epoch(conn)
 
-    def _bump_epoch(self, conn: Connection) -> None:
-        conn.info[_BUMPED] = True
-        conn.execute(update(t.state_epoch).where(t.state_epoch.c.id == 1)
-                     .values(epoch=t.state_epoch.c.epoch + 1))
+    def _bump_epoch(self, conn: Connection) -> int:
+        epoch = int(conn.execute(update(t.state_epoch).where(t.state_epoch.c.id == 1)
+                                 .values(epoch=t.state_epoch.c.epoch + 1)
+                                 .returning(t.state_epoch.c.epoch)).scalar_one())
+        conn.info[_BUMPED] = epoch
         if self._pg:
             conn.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
+        return epoch
 
     def epoch(self) -> int:
         """The current state epoch (one indexed row: cheap enough for every request)."""

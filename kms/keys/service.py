@@ -263,7 +263,7 @@ class KeyService:
         except KmsError as exc:
             self._audit_failure(Operation.KEY_ROTATE, actor, key_id, exc, started)
             raise
-        self.cache.invalidate()
+        self.cache.remember(key)
         self._audited(Operation.KEY_ROTATE, actor, key_id, version=key.primary_version)
         return key
 
@@ -272,7 +272,7 @@ class KeyService:
         if not 1 <= version <= key.primary_version:
             raise ValidationError("the minimum decryption version must be 1..primary version")
         key = self.registry.set_min_decrypt_version(key_id, version, self.clock())
-        self.cache.invalidate()
+        self.cache.remember(key)
         self._audited(Operation.KEY_SET_MIN_DECRYPT_VERSION, actor, key_id,
                       {"min_decrypt_version": version})
         return key
@@ -280,7 +280,7 @@ class KeyService:
     def set_rules(self, key_id: str, rules_json: str | None, actor: Actor) -> KeyRecord:
         """Secondary-authorization rules (validated by kms.xks.authorization.parse_rules)."""
         key = self.registry.set_rules(key_id, rules_json, self.clock())
-        self.cache.invalidate()
+        self.cache.remember(key)
         self._audited(Operation.KEY_SET_RULES, actor, key_id, {"rules": rules_json or ""})
         return key
 
@@ -294,8 +294,9 @@ class KeyService:
         except KmsError as exc:
             self._audit_failure(op, actor, key_id, exc, started)
             raise
-        # Before returning: this process refuses the key from the next call on.
-        self.cache.invalidate()
+        # Before returning: this process refuses the key from the next call on, without
+        # even a database read (the record comes from the changing transaction).
+        self.cache.remember(after)
         self._audited(op, actor, key_id, detail, store=after.store)
         return after
 

@@ -36,6 +36,10 @@ DEFAULT_INTERVAL_S = 0.25
 class EpochSource(Protocol):
     def current(self) -> int: ...
 
+    def observe(self, epoch: int) -> None:
+        """This process committed ``epoch`` itself: no need to read it back."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -58,6 +62,11 @@ class PollingEpoch:
                 self._value = self._registry.epoch()
                 self._checked = time.monotonic()
             return self._value
+
+    def observe(self, epoch: int) -> None:
+        with self._lock:
+            if epoch > self._value:
+                self._value, self._checked = epoch, time.monotonic()
 
     def close(self) -> None:
         pass
@@ -114,6 +123,15 @@ class FileEpoch:
             self._seen, self._value, self._checked = ident, value, now
             return value
 
+    def observe(self, epoch: int) -> None:
+        """Called after this process touched the file for ``epoch``: remember the file's
+        new identity with it. If another process changed state in between, its change
+        is seen at the latest at the next periodic re-read (``interval``)."""
+        ident = self._file.identity()
+        with self._lock:
+            if epoch > self._value:
+                self._seen, self._value, self._checked = ident, epoch, time.monotonic()
+
     def close(self) -> None:
         pass
 
@@ -152,6 +170,10 @@ class NotifyEpoch:
         if time.monotonic() - self._confirmed <= self._bound:
             return self._value
         return self._registry.epoch()
+
+    def observe(self, epoch: int) -> None:
+        if epoch > self._value:
+            self._value = epoch
 
     def close(self) -> None:
         self._stop.set()
@@ -205,6 +227,17 @@ class KeyStateCache:
     def epoch(self) -> int:
         """The current state epoch (for other caches that follow the same rule)."""
         return self._epoch.current()
+
+    def remember(self, record: KeyRecord) -> None:
+        """After this process changed a key: forget everything else and keep ``record``
+        (fresh from the changing transaction) for the current epoch, so the very next call
+        sees the new state without a database read."""
+        epoch = self._epoch.current()
+        with self._lock:
+            self._records.clear()
+            self._stores = None
+            self._filled_under = epoch
+            self._records[record.key_id] = record
 
     def invalidate(self) -> None:
         """Forget everything now (called by the process that changed a key's state)."""

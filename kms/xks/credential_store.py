@@ -88,12 +88,12 @@ class CredentialStore:
                 conn.execute(t.xks_credentials.insert().values(
                     access_key_id=akid, store=store, secret_sealed=sealed,
                     created_at=iso(self._clock())))
-                self._registry.bump_epoch(conn)
+                epoch = self._registry.bump_epoch(conn)
         except IntegrityError:
             raise ConflictError("that access key id exists already") from None
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
-        self._changed()
+        self._changed(epoch)
         self._audit.append(AuditEvent(op=Operation.CREDENTIAL_ADD, outcome=Outcome.OK,
                                       actor=actor, store=store,
                                       detail={"access_key_id": akid}))
@@ -105,13 +105,12 @@ class CredentialStore:
                 n = conn.execute(delete(t.xks_credentials).where(
                     t.xks_credentials.c.store == store,
                     t.xks_credentials.c.access_key_id == access_key_id)).rowcount
-                if n:
-                    self._registry.bump_epoch(conn)
+                epoch = self._registry.bump_epoch(conn) if n else None
         except OperationalError:
             raise DependencyTimeoutError("the database is unavailable") from None
-        if n == 0:
+        if n == 0 or epoch is None:
             raise KeyNotFoundError("no such credential in this store")
-        self._changed()
+        self._changed(epoch)
         self._audit.append(AuditEvent(op=Operation.CREDENTIAL_REMOVE, outcome=Outcome.OK,
                                       actor=actor, store=store,
                                       detail={"access_key_id": access_key_id}))
@@ -124,11 +123,11 @@ class CredentialStore:
                                 .order_by(t.xks_credentials.c.created_at)).all()
         return [CredentialInfo(r.access_key_id, store, r.created_at) for r in rows]
 
-    def _changed(self) -> None:
+    def _changed(self, epoch: int) -> None:
         with self._lock:
             self._opened.clear()
         self._cache.invalidate()
-        self._registry.changed()
+        self._registry.changed(epoch)
 
     def lookup(self, store: str, access_key_id: str) -> bytes | None:
         """The secret of ``access_key_id`` if it belongs to ``store`` now, else None."""
