@@ -28,6 +28,14 @@ if [ "$(id -u)" = 0 ]; then
   # libpq reads the database password from this file (format host:port:db:user:password)
   [ -f "$private/pgpass" ] && export PGPASSFILE="$private/pgpass"
   [ -f "$private/pkcs11_pin" ] && export KMS_PKCS11_PIN_FILE="$private/pkcs11_pin"
+  # CMK_EXTRA_CA_FILE: a private CA to trust on top of the system's (the gateway calling the
+  # XKS proxy's private certificate). SSL_CERT_FILE alone would replace the system CAs, and
+  # the gateway's calls to its LLM providers need those.
+  if [ -n "${CMK_EXTRA_CA_FILE:-}" ]; then
+    cat /etc/ssl/certs/ca-certificates.crt "$CMK_EXTRA_CA_FILE" > "$private/ca-bundle.pem"
+    chmod 0644 "$private/ca-bundle.pem"
+    export SSL_CERT_FILE="$private/ca-bundle.pem"
+  fi
   exec setpriv --reuid=cmk --regid=cmk --init-groups env HOME=/home/cmk "$0" "$@"
 fi
 

@@ -109,7 +109,8 @@ def test_gateway_has_its_own_database_and_uses_the_tls_proxy(compose: dict[str, 
     assert (user, db) == ("gateway", "gateway")
     assert _secrets(gw)["pgpass"] == "gateway_pgpass"
     assert _volumes(gw)["/var/lib/gateway"] == "gateway-home"
-    ca = gw["environment"]["SSL_CERT_FILE"]
+    assert "SSL_CERT_FILE" not in gw["environment"]  # it would drop the system CAs
+    ca = gw["environment"]["CMK_EXTRA_CA_FILE"]
     assert _volumes(gw)[ca] == "./deploy/certs/ca.crt"
     init = (DEPLOY / "postgres" / "10-gateway-database.sh").read_text()
     assert "CREATE DATABASE gateway OWNER gateway" in init
@@ -162,6 +163,8 @@ def test_dockerfile_and_entrypoint(compose: dict[str, Any]) -> None:
     entry = DEPLOY / "entrypoint.sh"
     subprocess.run(["sh", "-n", str(entry)], check=True)
     text = entry.read_text()
+    assert 'export SSL_CERT_FILE="$private/ca-bundle.pem"' in text
+    assert "/etc/ssl/certs/ca-certificates.crt" in text and "ca-certificates" in dockerfile
     commands = {s["command"][0] for s in compose["services"].values() if "command" in s}
     for command in commands:
         assert f"\n  {command})" in text, command
