@@ -7,8 +7,8 @@ place (kms/errors.py holds the table; kms/xks/wire.py renders XKS bodies).
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,7 +41,8 @@ class AppState:
         handler = XksHandler(runtime.keys, runtime.cache, runtime.credentials, runtime.hsm,
                              runtime.clock, fleet_size=runtime.settings.fleet_size)
         self.xks = XksEndpoint(handler, runtime.audit, observe=metrics.observe_xks,
-                               workers=int(os.environ.get("KMS_XKS_THREADS", "8")))
+                               workers=int(os.environ.get("KMS_XKS_THREADS", "8")),
+                               inline=os.environ.get("KMS_XKS_INLINE", "1") != "0")
 
 
 def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from kms.cli.main import command
+from kms.http_protocol import HeaderTimeoutProtocol
 from kms.logging import configure_logging
 from kms.metrics import MULTIPROC_ENV, fresh_multiproc_dir
 from kms.runtime import Runtime
@@ -30,6 +31,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    # The audit writer thread hands off the GIL around every fsync; with the default 5 ms
+    # switch interval it then waits behind the event loop for up to 5 ms each time.
+    sys.setswitchinterval(float(os.environ.get("KMS_SWITCH_INTERVAL", "0.0005")))
     settings = Settings.from_env()
     # Open once before serving: a wrong set-up fails here with a clear message. With one
     # worker this runtime serves; with several, each worker process opens its own.
@@ -55,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Workers are spawned and inherit this before they import prometheus-client.
         os.environ[MULTIPROC_ENV] = fresh_multiproc_dir(settings.home)
     common: dict[str, Any] = {"host": args.host, "port": args.port, "log_config": None,
-                              "loop": "uvloop", "http": "httptools",
+                              "loop": "uvloop", "http": HeaderTimeoutProtocol,
                               "log_level": args.log_level, "access_log": False,
                               "timeout_keep_alive": 30, **kwargs}
     if args.workers > 1:

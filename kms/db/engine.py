@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -10,9 +13,33 @@ from kms.errors import ValidationError
 
 READ_ONLY = "kms_read_only"
 
+_NO_BLOCKING: ContextVar[bool] = ContextVar("kms_no_blocking_io", default=False)
+
+
+class WouldBlock(Exception):
+    """Raised instead of a database read inside :func:`non_blocking`: the caller (the XKS
+    edge, on the event loop) then reruns the request on a worker thread."""
+
+
+@contextmanager
+def non_blocking() -> Iterator[None]:
+    """Within this block, every database read raises :class:`WouldBlock` instead."""
+    token = _NO_BLOCKING.set(True)
+    try:
+        yield
+    finally:
+        _NO_BLOCKING.reset(token)
+
+
+def may_block() -> bool:
+    """False inside :func:`non_blocking` (on the event loop's fast path)."""
+    return not _NO_BLOCKING.get()
+
 
 def read_only(engine: Engine) -> Connection:
     """A connection for reads only (SQLite: no write lock taken)."""
+    if _NO_BLOCKING.get():
+        raise WouldBlock()
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
