@@ -39,6 +39,8 @@ tenants = Table(
     Column("rpm", Integer),  # tenant-wide limits, on top of each virtual key's
     Column("tpm", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # PII redaction mode (gateway/pii.py): off | forward | logs; NULL = off. Version 2.
+    Column("pii_mode", String(16), info={"since": 2}),
 )
 
 provider_keys = Table(

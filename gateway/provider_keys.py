@@ -71,6 +71,8 @@ class ProviderKeyVault:
         self._lock = threading.Lock()
         #: provider key id -> (decrypted at, tenant id, credential)
         self._plain: dict[str, tuple[float, str, ProviderCredential]] = {}
+        #: tenant id -> (read at, its keys' metadata, oldest first): the request path's view
+        self._infos: dict[str, tuple[float, list[ProviderKeyInfo]]] = {}
         tenant_keys.on_refusal(self.purge)
 
     # -- administration ----------------------------------------------------------------
@@ -85,6 +87,7 @@ class ProviderKeyVault:
             conn.execute(insert(db.provider_keys).values(
                 id=key_id, tenant_id=tenant_id, provider=provider, base_url=base_url.rstrip("/"),
                 api_key_blob=blob, created_at=now))
+        self._infos.pop(tenant_id, None)
         return ProviderKeyInfo(key_id, tenant_id, provider, base_url.rstrip("/"), now, None)
 
     def rotate(self, key_id: str, api_key: str) -> ProviderKeyInfo:
@@ -125,6 +128,49 @@ class ProviderKeyVault:
 
     # -- use -------------------------------------------------------------------------------
 
+    def resolve(self, tenant_id: str, model: str | None, *,
+                blocking: bool = True) -> list[ProviderCredential] | None:
+        """The decrypted keys to try for ``model`` (``provider/model`` picks the provider;
+        otherwise the provider of the tenant's oldest key), in failover order.
+
+        The keys' metadata is cached for ``ttl_seconds`` like the keys themselves, so a key
+        added, rotated or deleted by another process is seen within that time.
+        ``blocking=False``: from memory only, None when the database or the tenant's key
+        service would have to be called (the caller then calls again in a thread)."""
+        now = self._clock()
+        hit = self._infos.get(tenant_id)
+        if hit is not None and now - hit[0] < self._ttl:
+            infos = hit[1]
+        elif not blocking:
+            return None
+        else:
+            infos = self.for_tenant(tenant_id)
+            self._infos[tenant_id] = (now, infos)
+        provider = None
+        if model and "/" in model:
+            prefix = model.split("/", 1)[0]
+            if any(i.provider == prefix for i in infos):
+                provider = prefix
+        if provider is None:
+            if not infos:
+                raise NoProviderKeyError("this tenant has no provider key")
+            provider = infos[0].provider
+        out = []
+        for info in infos:
+            if info.provider != provider:
+                continue
+            cred = self._plain_hit(info.id, now)
+            if cred is None:
+                if not blocking:
+                    return None
+                cred = self._credential(tenant_id, info)
+            out.append(cred)
+        return out
+
+    def _plain_hit(self, key_id: str, now: float) -> ProviderCredential | None:
+        hit = self._plain.get(key_id)
+        return hit[2] if hit is not None and now - hit[0] < self._ttl else None
+
     def credentials(self, tenant_id: str, provider: str) -> list[ProviderCredential]:
         """The tenant's keys for ``provider``, oldest first (the failover order). Blocks."""
         infos = self.for_tenant(tenant_id, provider)
@@ -156,6 +202,7 @@ class ProviderKeyVault:
     def _forget(self, key_id: str) -> None:
         with self._lock:
             self._plain.pop(key_id, None)
+            self._infos.clear()
 
     def purge(self, tenant_id: str) -> None:
         """Drop every decrypted key of ``tenant_id`` from memory."""

@@ -9,21 +9,28 @@ another row, field or tenant does not decrypt. In clear: ids, the time,
 and counters for cost reporting (status, latency, token usage reported by the upstream).
 
 The prompt is encrypted *before* the request is forwarded: a tenant whose key is revoked
-gets no service from its very next request (fail closed). All methods block.
+gets no service once its key service refuses (fail closed; a cached data key, at most
+``GATEWAY_CACHE_SECONDS`` old, bounds the delay). The row is written once, after the
+response, by a background group-commit writer (see :class:`RequestLog`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+import structlog
+from sqlalchemy import Engine, delete, insert, select
 
 from gateway import db
 from gateway.errors import NotFoundError
 from gateway.tenant_keys import TenantKeys, kms_request_id
+
+log = structlog.get_logger("gateway.request_logs")
 
 
 def _context(tenant_id: str, field: str) -> dict[str, str]:
@@ -72,35 +79,131 @@ class Usage:
         return cls(num("prompt_tokens"), num("completion_tokens"), num("total_tokens"))
 
 
+class _GroupCommitWriter:
+    """One thread that inserts the log rows handed to it, many per transaction: the rows
+    that arrive while a commit is running go into the next one (group commit), so the
+    request path never waits for the database and the disk sees one sync per batch."""
+
+    def __init__(self, engine: Engine, max_batch: int = 1000) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._submitted = 0
+        self._done = 0
+        self._closing = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="gateway-log-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, row: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending.append(row)
+            self._submitted += 1
+            if len(self._pending) == 1:
+                self._cond.notify()
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every row submitted so far is committed (or given up)."""
+        with self._cond:
+            target = self._submitted
+            return self._cond.wait_for(lambda: self._done >= target, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = self._pending[:self._max_batch]
+                del self._pending[:self._max_batch]
+            self._write(batch)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        for attempt in range(5):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(db.request_logs), batch)
+                return
+            except Exception as exc:  # a locked or full database: retry, then one by one
+                log.warning("request_log_write_failed", rows=len(batch), attempt=attempt,
+                            error=type(exc).__name__)
+                time.sleep(0.05 * 2 ** attempt)
+        for row in batch:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(db.request_logs), [row])
+            except Exception as exc:
+                self.dropped += 1
+                log.error("request_log_row_lost", request_id=row["id"],
+                          error=type(exc).__name__)
+
+
 class RequestLog:
+    """Seals the fields of a request's record and hands the row to the group-commit writer.
+
+    A row is written once, when the request is over (its prompt was sealed before the
+    request was forwarded). Durability: a row is committed within one group commit of
+    :meth:`record` (a few milliseconds: one database commit); a crash of the process loses
+    the rows recorded in that window and those of requests still in flight. :meth:`flush`
+    and :meth:`close` (a clean stop) write everything.
+    """
+
     def __init__(self, engine: Engine, tenant_keys: TenantKeys) -> None:
         self._engine = engine
         self._keys = tenant_keys
+        self._writer: _GroupCommitWriter | None = None
+        self._writer_lock = threading.Lock()
 
-    def begin(self, tenant_id: str, request_id: str, virtual_key_id: str,
-              prompt: bytes) -> None:
-        blob = self._keys.encrypt(tenant_id, prompt, _context(tenant_id, "prompt"),
+    def seal(self, tenant_id: str, request_id: str, field: str, data: bytes, *,
+             blocking: bool = True) -> bytes | None:
+        """``data`` as an envelope blob under the tenant's key for ``field`` of the record.
+        ``blocking=False``: only with a cached data key, else None (nothing is called)."""
+        if not blocking:
+            return self._keys.try_encrypt(tenant_id, data, _context(tenant_id, field),
+                                          _request(request_id))
+        return self._keys.encrypt(tenant_id, data, _context(tenant_id, field),
                                   _request(request_id))
-        with self._engine.begin() as conn:
-            conn.execute(insert(db.request_logs).values(
-                id=request_id, tenant_id=tenant_id, virtual_key_id=virtual_key_id,
-                created_at=datetime.now(UTC), prompt_blob=blob))
 
-    def finish(self, tenant_id: str, request_id: str, *, status: int, latency_ms: int,
-               usage: Usage, response: bytes | None, meta: dict[str, Any]) -> None:
-        values: dict[str, Any] = {
-            "status_code": status, "latency_ms": latency_ms,
-            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "meta_blob": self._keys.encrypt(tenant_id, json.dumps(meta).encode(),
-                                            _context(tenant_id, "meta"), _request(request_id)),
-        }
-        if response is not None:
-            values["response_blob"] = self._keys.encrypt(
-                tenant_id, response, _context(tenant_id, "response"), _request(request_id))
-        with self._engine.begin() as conn:
-            conn.execute(update(db.request_logs).where(db.request_logs.c.id == request_id)
-                         .values(**values))
+    def record(self, *, tenant_id: str, request_id: str, virtual_key_id: str,
+               created_at: datetime, status: int | None, latency_ms: int | None,
+               usage: Usage, prompt_blob: bytes, response_blob: bytes | None,
+               meta_blob: bytes | None) -> None:
+        """Queue the row for the writer; returns at once."""
+        writer = self._writer
+        if writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = _GroupCommitWriter(self._engine)
+                writer = self._writer
+        writer.submit({
+            "id": request_id, "tenant_id": tenant_id, "virtual_key_id": virtual_key_id,
+            "created_at": created_at, "status_code": status, "latency_ms": latency_ms,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens, "prompt_blob": prompt_blob,
+            "response_blob": response_blob, "meta_blob": meta_blob})
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every recorded row is committed."""
+        writer = self._writer
+        return True if writer is None else writer.flush(timeout)
+
+    def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def recent(self, tenant_id: str, limit: int = 100) -> list[LogSummary]:
         t = db.request_logs

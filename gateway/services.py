@@ -27,6 +27,7 @@ class Services:
     request_log: RequestLog
 
     def close(self) -> None:
+        self.request_log.close()
         self.tenant_keys.close()
         self.engine.dispose()
 
@@ -35,7 +36,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None,
                    master_key: MasterKey | None = None) -> Services:
     engine = engine or make_engine(settings.database_url)
     master_key = master_key or MasterKey.load(settings.master_key_path)
-    tenants = TenantStore(engine, master_key)
+    tenants = TenantStore(engine, master_key, ttl_seconds=settings.cache_seconds)
     tenant_keys = TenantKeys(tenants, settings)
     return Services(
         settings=settings,
@@ -43,6 +44,6 @@ def build_services(settings: Settings, *, engine: Engine | None = None,
         tenants=tenants,
         tenant_keys=tenant_keys,
         provider_keys=ProviderKeyVault(engine, tenant_keys, ttl_seconds=settings.cache_seconds),
-        virtual_keys=VirtualKeyStore(engine, master_key),
+        virtual_keys=VirtualKeyStore(engine, master_key, ttl_seconds=settings.cache_seconds),
         request_log=RequestLog(engine, tenant_keys),
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import kms.errors as kms_errors
 from gateway.errors import (
@@ -43,6 +43,24 @@ _REFUSED = (kms_errors.InvalidStateError, kms_errors.KeyNotFoundError,
             kms_errors.InvalidKeyUsageError)
 
 
+class _WouldCallKms(Exception):
+    """Raised by :class:`_CacheOnlyKeyring`: the operation needs the tenant's key service."""
+
+
+class _CacheOnlyKeyring:
+    """A keyring that never calls anything: an encryptor over it succeeds only with a data
+    key from the shared :class:`DataKeyCache`, so it may run on the event loop."""
+
+    def __init__(self, keyring_id: str) -> None:
+        self.keyring_id = keyring_id
+
+    def wrap_data_key(self, key_id: str, data_key: bytes, aad: bytes) -> NoReturn:
+        raise _WouldCallKms
+
+    def unwrap_data_key(self, wrapped: object, aad: bytes) -> NoReturn:
+        raise _WouldCallKms
+
+
 class TenantCrypto:
     """Envelope encryption under one tenant's key, with a bounded data-key cache."""
 
@@ -55,8 +73,11 @@ class TenantCrypto:
                                 principal_arn=settings.principal_arn,
                                 via_service="ai-gateway", request_ids=kms_request_id.get)
         self.cache = DataKeyCache(max_age_seconds=settings.cache_seconds)
-        self.encryptor = EnvelopeEncryptor(XksKeyring(self.client), tenant.key_id,
-                                           cache=self.cache)
+        keyring = XksKeyring(self.client)
+        self.encryptor = EnvelopeEncryptor(keyring, tenant.key_id, cache=self.cache)
+        #: the same key and cache, but never a KMS call (see TenantKeys.try_encrypt)
+        self.cached_encryptor = EnvelopeEncryptor(_CacheOnlyKeyring(keyring.keyring_id),
+                                                  tenant.key_id, cache=self.cache)
 
     def __repr__(self) -> str:
         return f"TenantCrypto(tenant={self.tenant.id!r})"
@@ -91,6 +112,20 @@ class TenantKeys:
         crypto = self.crypto(tenant_id)
         return self.call(tenant_id, lambda: crypto.encryptor.encrypt(
             plaintext, context, associated_data=associated_data))
+
+    def try_encrypt(self, tenant_id: str, plaintext: bytes, context: Mapping[str, str],
+                    associated_data: bytes = b"") -> bytes | None:
+        """:meth:`encrypt` with a cached data key (at most the cache bound old), without
+        blocking; None when that needs a call to the tenant's key service (or the tenant's
+        client is not built yet): call :meth:`encrypt` in a thread then."""
+        crypto = self._by_tenant.get(tenant_id)
+        if crypto is None:
+            return None
+        try:
+            return crypto.cached_encryptor.encrypt(plaintext, context,
+                                                   associated_data=associated_data)
+        except _WouldCallKms:
+            return None
 
     def decrypt(self, tenant_id: str, blob: bytes, context: Mapping[str, str],
                 associated_data: bytes = b"") -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,12 +62,25 @@ def _from_row(r: object) -> VirtualKey:
                       _aware(r.created_at))  # type: ignore[arg-type,attr-defined]
 
 
+#: at most this many keys are held in the look-up cache (it is emptied when full)
+CACHE_CAPACITY = 10_000
+
+
 class VirtualKeyStore:
     def __init__(self, engine: Engine, master_key: MasterKey,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+                 ttl_seconds: float = 0.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``ttl_seconds`` > 0: :meth:`authenticate` keeps the keys it found in memory that
+        long (by hash), so a key revoked by another process is refused within that time;
+        expiry is checked on every use."""
         self._engine = engine
         self._master_key = master_key
         self._clock = clock
+        self._ttl = ttl_seconds
+        self._monotonic = monotonic
+        #: key hash -> (read at, key); found keys only (an unknown key is always looked up)
+        self._cache: dict[bytes, tuple[float, VirtualKey]] = {}
 
     def create(self, tenant_id: str, *, env: str = "prod", models: list[str] | None = None,
                rpm: int | None = None, tpm: int | None = None,
@@ -102,16 +116,41 @@ class VirtualKeyStore:
         if not presented or len(presented) > MAX_KEY_LEN or not presented.startswith(KEY_PREFIX):
             raise bad
         digest = self._master_key.hash_virtual_key(presented)
-        with self._engine.connect() as conn:
-            row = conn.execute(select(db.virtual_keys)
-                               .where(db.virtual_keys.c.key_hash == digest)).first()
-        if row is None or not hmac.compare_digest(bytes(row.key_hash), digest):
-            raise bad
-        key = _from_row(row)
+        key = self._cached(digest)
+        if key is None:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(db.virtual_keys)
+                                   .where(db.virtual_keys.c.key_hash == digest)).first()
+            if row is None or not hmac.compare_digest(bytes(row.key_hash), digest):
+                raise bad
+            key = _from_row(row)
+            if self._ttl > 0:
+                if len(self._cache) >= CACHE_CAPACITY:
+                    self._cache.clear()
+                self._cache[digest] = (self._monotonic(), key)
         now = self._clock()
         if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
             raise bad
         return key
+
+    def _cached(self, digest: bytes) -> VirtualKey | None:
+        """The key with hash ``digest`` if it was read less than the TTL ago. The dict
+        was filled by hash, so the hash comparison was done when it was read."""
+        if self._ttl <= 0:
+            return None
+        hit = self._cache.get(digest)
+        if hit is None or self._monotonic() - hit[0] >= self._ttl:
+            return None
+        return hit[1]
+
+    def try_authenticate(self, presented: str | None) -> VirtualKey | None:
+        """:meth:`authenticate` from memory only: None when the database must be read."""
+        if (not presented or len(presented) > MAX_KEY_LEN or not presented.startswith(KEY_PREFIX)
+                or self._ttl <= 0):
+            return None
+        if self._cached(self._master_key.hash_virtual_key(presented)) is None:
+            return None
+        return self.authenticate(presented)
 
     def revoke(self, key_id: str) -> VirtualKey:
         with self._engine.begin() as conn:
@@ -119,6 +158,7 @@ class VirtualKeyStore:
                                  .where(db.virtual_keys.c.id == key_id,
                                         db.virtual_keys.c.revoked_at.is_(None))
                                  .values(revoked_at=self._clock())).rowcount
+        self._cache = {d: hit for d, hit in self._cache.items() if hit[1].id != key_id}
         key = self.get(key_id)
         if not count and key.revoked_at is None:
             raise NotFoundError(f"no virtual key {key_id!r}")

@@ -43,7 +43,13 @@ def register(sub: Any) -> None:
     p.add_argument("--tpm", type=int, help="tenant-wide tokens per minute")
     p.add_argument("--check", action="store_true",
                    help="call the key service (metadata) before saving")
+    p.add_argument("--pii", default="off", choices=("off", "forward", "logs"),
+                   help="PII redaction: off, before forwarding (forward), or in the stored "
+                        "log only (logs)")
     _cmd(t, "list", tenants_list, "list tenants")
+    p = _cmd(t, "set-pii", tenants_set_pii, "change a tenant's PII redaction mode")
+    p.add_argument("tenant")
+    p.add_argument("mode", choices=("off", "forward", "logs"))
 
     pk = _group(sub, "provider-keys", "BYOK provider API keys (never shown)")
     p = _cmd(pk, "add", provider_keys_add, "add a provider key (API key on stdin)")
@@ -76,15 +82,27 @@ def tenants_create(args: argparse.Namespace) -> int:
     s = _services()
     try:
         tenant = s.tenants.create(args.tenant, args.xks_endpoint, args.key_id,
-                                  args.access_key_id, secret, rpm=args.rpm, tpm=args.tpm)
+                                  args.access_key_id, secret, rpm=args.rpm, tpm=args.tpm,
+                                  pii_mode=args.pii)
         if args.check:
             s.tenant_keys.call(tenant.id, lambda: s.tenant_keys.crypto(tenant.id)
                                .client.metadata(tenant.key_id))
     finally:
         s.close()
     emit(args, {"id": tenant.id, "xks_endpoint": tenant.xks_endpoint, "key_id": tenant.key_id,
-                "access_key_id": tenant.access_key_id},
+                "access_key_id": tenant.access_key_id, "pii": tenant.pii_mode},
          f"tenant {tenant.id}: key {tenant.key_id} at {tenant.xks_endpoint}")
+    return 0
+
+
+def tenants_set_pii(args: argparse.Namespace) -> int:
+    s = _services()
+    try:
+        tenant = s.tenants.set_pii(args.tenant, args.mode)
+    finally:
+        s.close()
+    emit(args, {"id": tenant.id, "pii": tenant.pii_mode},
+         f"tenant {tenant.id}: PII redaction {tenant.pii_mode}")
     return 0
 
 
@@ -92,11 +110,12 @@ def tenants_list(args: argparse.Namespace) -> int:
     s = _services()
     try:
         rows = [{"id": t.id, "xks_endpoint": t.xks_endpoint, "key_id": t.key_id,
-                 "access_key_id": t.access_key_id} for t in s.tenants.all()]
+                 "access_key_id": t.access_key_id, "pii": t.pii_mode} for t in s.tenants.all()]
     finally:
         s.close()
     emit(args, {"tenants": rows},
-         "\n".join(f"{r['id']}\t{r['key_id']}\t{r['xks_endpoint']}" for r in rows))
+         "\n".join(f"{r['id']}\t{r['key_id']}\t{r['xks_endpoint']}\tpii={r['pii']}"
+                   for r in rows))
     return 0
 
 

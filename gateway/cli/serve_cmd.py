@@ -47,8 +47,13 @@ def _safe_url(url: str) -> str:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import log_config
     from gateway.app import create_app
 
+    log_config.configure()
     app = create_app(Settings.from_env())
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # uvloop and httptools (both in uvicorn[standard]); no access log: the proxy logs one
+    # line per request itself, with the request id, tenant and virtual key.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools")
     return 0

@@ -4,7 +4,8 @@
   or as SSE (with usage when ``stream_options.include_usage``); a message containing
   ``SLOW`` streams 100 chunks 0.1 s apart (to test client disconnects).
 - ``GET /v1/models``: three models.
-- Every request's ``Authorization`` header is recorded; a key containing ``fail-429``
+- Every request's ``Authorization`` header (``authorizations``) and every chat body
+  (``bodies``) is recorded; a key containing ``fail-429``
   gets 429 and one containing ``fail-500`` gets 500 (to test failover).
 
 Run it alone: ``python -m tests.gateway.fake_upstream [port]``.
@@ -34,6 +35,8 @@ def answer_for(prompt: str) -> str:
 class FakeUpstream:
     def __init__(self) -> None:
         self.authorizations: list[str] = []
+        #: every chat request body, in order (to check what the provider saw)
+        self.bodies: list[dict[str, Any]] = []
         self.stream_cancelled = threading.Event()
         self.app = self._make_app()
         self.port = 0
@@ -70,6 +73,7 @@ class FakeUpstream:
             if (r := refused(auth)) is not None:
                 return r
             body = await request.json()
+            self.bodies.append(body)
             prompt = str(body["messages"][-1]["content"])
             text = answer_for(prompt)
             usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 7,

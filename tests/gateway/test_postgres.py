@@ -4,6 +4,7 @@ no prompt, response or provider key in clear."""
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -45,6 +46,11 @@ def test_pg_dump_holds_nothing_in_clear(pg_gateway: tuple[GatewayProcess, str],
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == answer_for(
         prompt)
     assert upstream.authorizations[-1] == f"Bearer {provider_key}"
+    # The row is written by the group-commit writer within milliseconds of the answer.
+    deadline = time.monotonic() + 10
+    while gw.cli("logs", "show", "pg", r.headers["x-gateway-request-id"],
+                 check=False).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     shown = gw.cli_json("logs", "show", "pg", r.headers["x-gateway-request-id"])
     assert shown["prompt"]["messages"][0]["content"] == prompt
 

@@ -28,7 +28,26 @@ def raw_database(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
 
 
+def wait_for_rows(world: World, *request_ids: str) -> None:
+    """The log row of a request is written by a group-commit writer within milliseconds of
+    the response (docs/gateway.md): wait for it before reading the database directly."""
+    deadline = time.monotonic() + 10
+    db = sqlite3.connect(world.gateway.db_path, timeout=30)
+    try:
+        while True:
+            marks = ",".join("?" * len(request_ids))
+            (n,) = db.execute(f"SELECT count(*) FROM request_logs WHERE id IN ({marks})",
+                              request_ids).fetchone()
+            if n == len(request_ids):
+                return
+            assert time.monotonic() < deadline, "log rows not written within 10 s"
+            time.sleep(0.02)
+    finally:
+        db.close()
+
+
 def wait_for_response_logged(world: World, tenant: str, request_id: str) -> dict[str, object]:
+    wait_for_rows(world, request_id)
     deadline = time.monotonic() + 10
     while True:
         shown: dict[str, object] = world.gateway.cli_json("logs", "show", tenant, request_id)
@@ -65,6 +84,8 @@ def test_logs_list_and_show_decrypt_through_the_tenant_key(world: World) -> None
     streamed = chat(world, vk["key"], prompt + " streamed", stream=True)
     no_store = chat(world, vk["key"], prompt + " forget", headers={"x-gateway-no-store": "1"})
     assert {plain.status_code, streamed.status_code, no_store.status_code} == {200}
+    wait_for_rows(world, plain.headers["x-gateway-request-id"],
+                  streamed.headers["x-gateway-request-id"])
 
     listed = world.gateway.cli_json("logs", "list", "b")["requests"]
     ids = {row["id"] for row in listed}
@@ -97,6 +118,7 @@ def test_a_blob_copied_to_another_row_or_tenant_does_not_decrypt(world: World) -
     a_id = chat(world, world.virtual_key("a")["key"], "from A").headers["x-gateway-request-id"]
     a_other = chat(world, world.virtual_key("a")["key"], "A again").headers["x-gateway-request-id"]
     b_id = chat(world, world.virtual_key("b")["key"], "from B").headers["x-gateway-request-id"]
+    wait_for_rows(world, a_id, a_other, b_id)
     db = sqlite3.connect(world.gateway.db_path, timeout=30)
     try:
         (a_blob,) = db.execute("SELECT prompt_blob FROM request_logs WHERE id = ?",
