@@ -39,7 +39,7 @@ class FaultRun:
 
 def run_across_fault(srv: KmsServer, akid: str, secret: str, key: str,
                      inject: Callable[[], None], heal: Callable[[], None], *,
-                     hold_s: float = 3.0, during_fault: Callable[[], None] | None = None,
+                     hold_s: float = 2.0, during_fault: Callable[[], None] | None = None,
                      threads: int = 4) -> FaultRun:
     load = Load(srv.xks_endpoint, akid, secret, key, threads=threads, decrypt_share=0.5,
                 seeds=seeds(srv, akid, secret, key), timeout=5.0).start()
@@ -54,8 +54,13 @@ def run_across_fault(srv: KmsServer, akid: str, secret: str, key: str,
         finally:
             healed_at = time.monotonic()
             heal()
-        resumed_after = wait_until(
-            lambda: sum(a.ok and a.started > healed_at for a in load.snapshot()) >= 20, 10)
+        try:
+            resumed_after = wait_until(
+                lambda: sum(a.ok and a.started > healed_at for a in load.snapshot()) >= 20, 10)
+        except AssertionError:
+            after = [a for a in load.snapshot() if a.started > healed_at]
+            raise AssertionError(f"not resumed 10 s after the heal: {dict(kinds(after))}\n"
+                                 + srv.log()[-2000:]) from None
         time.sleep(1.0)
     finally:
         answers = load.stop()
