@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import httpx
 import structlog
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -44,6 +43,8 @@ from gateway.errors import (
     ModelNotAllowedError,
     UpstreamError,
 )
+from gateway.http_client import HttpError
+from gateway.http_client import Response as UpstreamResponse
 from gateway.provider_keys import ProviderCredential, ProviderKeyVault
 from gateway.rate_limits import RateLimits
 from gateway.request_logs import RequestLog, Usage
@@ -100,7 +101,7 @@ class Proxy:
         _, response = await self._upstream.open(creds, "GET", "/models")
         try:
             body = json.loads(await response.aread())
-        except ValueError:
+        except (ValueError, HttpError):
             raise UpstreamError("the provider sent a malformed model list") from None
         finally:
             await response.aclose()
@@ -146,6 +147,9 @@ class Proxy:
         if not response.headers.get("content-type", "").startswith("text/event-stream"):
             try:
                 content = await response.aread()
+            except HttpError:
+                self._finish(key, record, 502, started, Usage(), None, meta)
+                raise UpstreamError("the provider's answer broke off") from None
             finally:
                 await response.aclose()
             usage = self._usage(content)
@@ -210,7 +214,7 @@ class Proxy:
                 kms_request_id.reset(token)
         return await asyncio.to_thread(blocking)
 
-    async def _relay(self, response: httpx.Response, key: VirtualKey, tenant: Tenant,
+    async def _relay(self, response: UpstreamResponse, key: VirtualKey, tenant: Tenant,
                      record: _Record | None, started: float,
                      meta: dict[str, Any]) -> AsyncIterator[bytes]:
         assembler = StreamAssembler()
@@ -218,6 +222,8 @@ class Proxy:
             async for chunk in response.aiter_raw():
                 assembler.feed(chunk)
                 yield chunk
+        except HttpError as exc:  # the provider broke off: the client's stream ends here
+            log.warning("upstream_stream_broken", error=str(exc))
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()

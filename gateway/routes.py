@@ -1,11 +1,15 @@
-"""The HTTP edge: parse, call one :class:`gateway.proxy.Proxy` method, return its answer."""
+"""The HTTP edge: parse, call one :class:`gateway.proxy.Proxy` method, return its answer.
+
+Plain Starlette routes (no FastAPI dependency resolution or validation layer on the
+request path: the proxy validates what it needs itself)."""
 
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Header, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateway.errors import InvalidRequestError
 from gateway.proxy import Proxy
@@ -13,20 +17,17 @@ from gateway.proxy import Proxy
 MAX_BODY = 8 << 20
 
 
-def make_router(proxy: Proxy) -> APIRouter:
-    router = APIRouter()
-
-    @router.get("/healthz")
-    async def healthz() -> JSONResponse:
+def make_routes(proxy: Proxy) -> list[Route]:
+    async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    @router.get("/v1/models")
-    async def models(authorization: str | None = Header(default=None)) -> Response:
-        return await proxy.list_models(authorization)
+    async def models(request: Request) -> Response:
+        return await proxy.list_models(request.headers.get("authorization"))
 
-    @router.post("/v1/chat/completions")
-    async def chat_completions(request: Request,
-                               authorization: str | None = Header(default=None)) -> Response:
+    async def chat_completions(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            raise InvalidRequestError("the request body is too large")
         raw = await request.body()
         if len(raw) > MAX_BODY:
             raise InvalidRequestError("the request body is too large")
@@ -34,6 +35,9 @@ def make_router(proxy: Proxy) -> APIRouter:
             body = json.loads(raw)
         except ValueError:
             raise InvalidRequestError("the body is not valid JSON") from None
-        return await proxy.chat_completions(authorization, body, request.headers)
+        return await proxy.chat_completions(request.headers.get("authorization"), body,
+                                            request.headers)
 
-    return router
+    return [Route("/healthz", healthz, methods=["GET"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -1,19 +1,21 @@
 """Calls to the LLM provider (OpenAI-compatible) with the tenant's own keys, with failover.
 
-One :class:`httpx.AsyncClient` for the process. A request is tried with each of the
-tenant's keys for the provider in turn, moving on when the provider answers 429 or 5xx or
-cannot be reached; the last answer (or error) is what the client gets. Responses are opened
-in streaming mode so that SSE passes through without buffering; the caller closes them.
+One :class:`gateway.http_client.HttpClient` (keep-alive pools) for the process. A request is
+tried with each of the tenant's keys for the provider in turn, moving on when the provider
+answers 429 or 5xx or cannot be reached; the last answer (or error) is what the client
+gets. Answers are returned unread, so that SSE passes through without buffering; the
+caller closes them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-import httpx
 import structlog
 
 from gateway.errors import UpstreamError
+from gateway.http_client import HttpClient, HttpError, Response
 from gateway.provider_keys import ProviderCredential
 
 log = structlog.get_logger("gateway.upstream")
@@ -31,25 +33,21 @@ def url(cred: ProviderCredential, path: str) -> str:
 
 
 class Upstream:
-    def __init__(self, timeout_seconds: float = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_seconds, connect=5.0), transport=transport,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    def __init__(self, timeout_seconds: float = 60.0) -> None:
+        self._http = HttpClient(timeout=timeout_seconds, connect_timeout=5.0)
 
     async def open(self, creds: Sequence[ProviderCredential], method: str, path: str,
-                   json_body: object | None = None) -> tuple[ProviderCredential, httpx.Response]:
+                   json_body: object | None = None) -> tuple[ProviderCredential, Response]:
         """Send with failover; returns the key used and the open (unread) response."""
-        last: httpx.Response | None = None
+        body = None if json_body is None else json.dumps(json_body).encode()
         for i, cred in enumerate(creds):
-            request = self._http.build_request(
-                method, url(cred, path), json=json_body,
-                headers={"Authorization": f"Bearer {cred.api_key}"})
+            headers = {"Authorization": f"Bearer {cred.api_key}"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
             try:
-                response = await self._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                log.warning("upstream_unreachable", provider_key=cred.id,
-                            error=type(exc).__name__)
+                response = await self._http.request(method, url(cred, path), headers, body)
+            except HttpError as exc:
+                log.warning("upstream_unreachable", provider_key=cred.id, error=str(exc))
                 if i == len(creds) - 1:
                     raise UpstreamError("the provider could not be reached") from None
                 continue
@@ -59,7 +57,6 @@ class Upstream:
                 await response.aclose()
                 continue
             return cred, response
-        assert last is None
         raise UpstreamError("the provider could not be reached")
 
     async def aclose(self) -> None:

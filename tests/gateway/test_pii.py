@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -99,7 +100,7 @@ def test_several_values_in_one_text() -> None:
 
 
 def test_request_and_completion_redaction_touch_only_contents() -> None:
-    body = {"model": "gpt-4o", "user": "jo@example.com", "messages": [
+    body: dict[str, Any] = {"model": "gpt-4o", "user": "jo@example.com", "messages": [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "mail jo@example.com"},
         {"role": "user", "content": [{"type": "text", "text": "card 4111111111111111"},
@@ -244,6 +245,6 @@ def test_a_version_one_database_upgrades_with_gateway_init() -> None:
     gw("init")  # idempotent
     assert '"pii": "off"' in gw("tenants", "list", "--json").stdout
     gw("tenants", "set-pii", "old", "forward")
-    with sqlite3.connect(home / "gateway.db") as conn:
-        assert conn.execute("SELECT pii_mode FROM tenants WHERE id = 'old'").fetchone() == (
+    with sqlite3.connect(home / "gateway.db") as raw:
+        assert raw.execute("SELECT pii_mode FROM tenants WHERE id = 'old'").fetchone() == (
             "forward",)
