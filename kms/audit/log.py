@@ -4,7 +4,8 @@
   commit) and returns its sequence number; if it cannot be written it raises
   :class:`DependencyTimeoutError` and the operation it records must fail (fail closed).
 * One writer thread per process drains a queue and commits everything waiting as one
-  transaction (group commit). Several processes append through one sequencer: the
+  transaction (group commit); the callers of a committed batch are released just before
+  the next batch's commit (see ``_write_loop``). Several processes append through one sequencer: the
   ``audit_head`` row, locked with ``SELECT ... FOR UPDATE`` on PostgreSQL and by
   ``BEGIN IMMEDIATE`` on SQLite, so the log has no gap and no fork.
 * The head row carries the Merkle compact range, so the root for the current size costs
@@ -16,26 +17,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, select, update
 
 from kms.audit import checkpoint as cp
 from kms.audit import merkle
 from kms.audit.event import AuditEvent
-from kms.audit.record import ChainHead, build_record, encode, format_time, record_hash
+from kms.audit.record import GENESIS_PREV, ChainHead, encode_fields, format_time, record_hash
 from kms.clock import Clock, iso
 from kms.db import schema as t
 from kms.db.engine import is_sqlite, read_only
 from kms.errors import DependencyTimeoutError
 
 MAX_BATCH = 512
+_INSERT_ROWS = 64  # rows per INSERT statement (a bounded set of statements to cache)
+# The write path's SQL (kms/db/schema.py: audit_head, audit_records), run on the raw
+# DB-API connection; qmark placeholders, turned into %s for psycopg.
+_HEAD_SQL = "SELECT size, last_hash, frontier FROM audit_head WHERE id = 1"
+_UPDATE_SQL = "UPDATE audit_head SET size = ?, last_hash = ?, frontier = ? WHERE id = 1"
+_INSERT_SQL = "INSERT INTO audit_records (seq, body, leaf_hash) VALUES "
 _log = logging.getLogger("kms.audit")
 APPEND_TIMEOUT_S = 10.0
 
@@ -57,6 +66,35 @@ def init_head(conn: Connection) -> None:
             id=1, size=0, last_hash="0" * 64, frontier=merkle.CompactRange().to_bytes()))
 
 
+class _Waiter:
+    """What ``append`` blocks on: a bare lock, released by the writer (a Future costs a
+    Condition, a waiter lock and a notify_all per record: the bulk of the per-record cost
+    with 32 threads waiting)."""
+
+    __slots__ = ("error", "lock", "seq")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.seq = -1
+        self.error: BaseException | None = None
+
+    def set_result(self, seq: int) -> None:
+        self.seq = seq
+        self.lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self.error = error
+        self.lock.release()
+
+
+def _fail(waiter: _Waiter | Future[int], message: str) -> None:
+    # A cancelled Future (asyncio.wrap_future cancels it when the request is cancelled)
+    # refuses a result: nobody waits for it any more.
+    with contextlib.suppress(InvalidStateError):
+        waiter.set_exception(DependencyTimeoutError(message))
+
+
 class AuditLog:
     """An :class:`~kms.audit.event.AuditSink` over the database, with checkpoints."""
 
@@ -72,8 +110,15 @@ class AuditLog:
         self._key_id = cp.key_id_from_pem(public_key_pem)
         self._sign = sign
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, Future[int]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[AuditEvent, _Waiter | Future[int]] | None] = (
             queue.SimpleQueue())
+        self._insert_cache: dict[int, str] = {}
+        # Writer thread only: the DB-API connection held while batches follow each other,
+        # and the frontier (serialized, and as a list of hashes) it last committed.
+        self._raw: PoolProxiedConnection | None = None
+        self._edge: tuple[bytes, list[bytes]] | None = None
+        self._head_sql = _HEAD_SQL + (" FOR UPDATE" if self._pg else "")
+        self._update_sql = _UPDATE_SQL.replace("?", "%s") if self._pg else _UPDATE_SQL
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer",
                                         daemon=True)
         self._writer.start()
@@ -83,7 +128,15 @@ class AuditLog:
     # -- appending --------------------------------------------------------------------------
 
     def append(self, event: AuditEvent) -> int:
-        return self.submit(event).result(timeout=APPEND_TIMEOUT_S)
+        """Make ``event`` durable; returns its seq. Raises DependencyTimeoutError if the
+        record cannot be written (or is not committed within APPEND_TIMEOUT_S)."""
+        waiter = _Waiter()
+        self._queue.put((event, waiter))
+        if not waiter.lock.acquire(timeout=APPEND_TIMEOUT_S):
+            raise DependencyTimeoutError("the audit log did not commit the record in time")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.seq
 
     def submit(self, event: AuditEvent) -> Future[int]:
         """Queue an event; the future resolves to its seq once durable (for async callers)."""
@@ -92,14 +145,44 @@ class AuditLog:
         return fut
 
     def _write_loop(self) -> None:
+        """Group commit, pipelined with the wake-ups.
+
+        The waiters of a committed batch are released just before the *next* batch's
+        COMMIT (its fsync, during which this thread does not hold the GIL), not right after
+        their own: woken threads then run while the disk works instead of competing with
+        this thread for the GIL while it prepares the next batch. Nobody is released
+        before their record is durable, and when no batch follows (the queue is empty)
+        the waiters are released at once.
+        """
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        pending: list[tuple[_Waiter | Future[int], int]] = []  # committed, not yet released
+
+        def release() -> None:
+            for w, seq in pending:
+                if seq < 0:  # this event was rejected (not a valid record); the rest went in
+                    _fail(w, "the audit record is not valid and was not written")
+                else:
+                    try:  # noqa: SIM105 - no context manager per record on the hot path
+                        w.set_result(seq)
+                    except InvalidStateError:  # a cancelled Future: its caller went away
+                        pass
+            pending.clear()
+
         while True:
-            item = self._queue.get()
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                release()
+                self._idle()
+                item = get()
             if item is None:
+                release()
+                self._idle()
                 return
             batch = [item]
             while len(batch) < MAX_BATCH:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -108,47 +191,108 @@ class AuditLog:
                 batch.append(nxt)
             started = time.perf_counter()
             try:
-                first = self._commit([e for e, _ in batch])
-            except Exception:  # any failure: every waiter fails closed
-                err = DependencyTimeoutError("the audit log could not be written")
-                for _, fut in batch:
-                    fut.set_exception(err)
+                seqs = self._commit([e for e, _ in batch], before_commit=release)
+            except Exception:  # any failure: every waiter of this batch fails closed
+                release()
+                for _, w in batch:
+                    _fail(w, "the audit log could not be written")
                 continue
+            release()  # if _commit returned without reaching its COMMIT
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)
-            for i, (_, fut) in enumerate(batch):
-                fut.set_result(first + i)
+            pending.extend(zip([w for _, w in batch], seqs, strict=True))
 
-    def _lock_head(self, conn: Connection) -> Head:
-        q = select(t.audit_head).where(t.audit_head.c.id == 1)
-        if self._pg:
-            q = q.with_for_update()
-        row = conn.execute(q).one()
-        return Head(int(row.size), row.last_hash, merkle.CompactRange.from_bytes(row.frontier))
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._insert_cache.get(rows)
+        if sql is None:
+            ph = "(?,?,?)" if not self._pg else "(%s,%s,%s)"
+            sql = _INSERT_SQL + ",".join([ph] * rows)
+            self._insert_cache[rows] = sql
+        return sql
 
-    def _commit(self, events: list[AuditEvent]) -> int:
-        with self._engine.begin() as conn:
-            head = self._lock_head(conn)
-            chain = head.chain_head()
-            frontier = head.frontier
+    def _commit(self, events: list[AuditEvent],
+                before_commit: Callable[[], None] | None = None) -> list[int]:
+        """Append ``events`` in one transaction; their seqs (-1 for an invalid event).
+        ``before_commit`` is called right before COMMIT.
+
+        The hot path: the raw DB-API connection (no SQLAlchemy statement machinery) and
+        few statements per batch (SQLite: BEGIN IMMEDIATE, read the head, one multi-row
+        INSERT per 64 records, update the head, COMMIT), because each statement releases
+        and retakes the GIL, which costs a hand-off when many threads are waiting. Records
+        are encoded by ``record.encode_fields`` (same checks, same bytes as
+        ``encode(AuditRecord(...))``), the Merkle frontier is extended a level at a time
+        and kept between batches while no other process has appended.
+        """
+        raw = self._raw
+        if raw is None:  # kept while batches follow each other (see _write_loop)
+            raw = self._raw = self._engine.raw_connection()
+        done = False
+        try:
+            cur = raw.cursor()
+            if not self._pg:
+                cur.execute("BEGIN IMMEDIATE")  # the write lock: the sequencer
+            cur.execute(self._head_sql)
+            row = cur.fetchone()
+            if row is None:
+                raise DependencyTimeoutError("the audit log has no head row (kms init)")
+            size, last_hash, frontier_bytes = row
+            size = int(size)
+            frontier_bytes = bytes(frontier_bytes)
+            cached = self._edge
+            if cached is not None and cached[0] == frontier_bytes:
+                edge = list(cached[1])  # the frontier this process wrote last
+            else:  # first batch, or another process appended since
+                edge = list(merkle.CompactRange.from_bytes(frontier_bytes).hashes)
+                if int.from_bytes(frontier_bytes[:8], "big") != size:
+                    raise DependencyTimeoutError("the audit log head is inconsistent")
+            prev = GENESIS_PREV if size == 0 else last_hash
             now = format_time(self._clock())  # one time for the whole batch
-            rows = []
+            seq = size
+            seqs: list[int] = []
+            params: list[object] = []
+            leaves: list[bytes] = []
+            sha256 = hashlib.sha256
             for e in events:
-                record = build_record(
-                    chain, time=now, op=e.op, outcome=e.outcome, actor=e.actor,
-                    key_id=e.key_id, key_version=e.key_version, store=e.store, error=e.error,
-                    request=e.request, context_hash=e.context_hash, latency_us=e.latency_us,
-                    detail=e.detail)
-                body = encode(record)
-                leaf = merkle.leaf_hash(body)
-                frontier.append(leaf)
-                chain = ChainHead(record.seq, record_hash(body))
-                rows.append({"seq": record.seq, "body": body, "leaf_hash": leaf})
-            conn.execute(t.audit_records.insert(), rows)
-            assert chain is not None
-            conn.execute(update(t.audit_head).where(t.audit_head.c.id == 1).values(
-                size=frontier.size, last_hash=chain.record_hash, frontier=frontier.to_bytes()))
-        return head.size
+                try:
+                    body = encode_fields(
+                        seq, now, prev, e.op, e.outcome, e.actor, e.key_id, e.key_version,
+                        e.store, e.error, e.request, e.context_hash, e.latency_us, e.detail)
+                except Exception:  # RecordFormatError (or worse): this waiter fails closed
+                    _log.error("invalid audit event rejected (op %r)", e.op, exc_info=True)
+                    seqs.append(-1)
+                    continue
+                leaf = sha256(b"\x00" + body).digest()
+                leaves.append(leaf)
+                prev = sha256(body).hexdigest()
+                params += (seq, body, leaf)
+                seqs.append(seq)
+                seq += 1
+            new_frontier = frontier_bytes
+            if leaves:
+                merkle.extend_right_edge(edge, size, leaves)
+                new_frontier = seq.to_bytes(8, "big") + b"".join(edge)
+                chunk = 3 * _INSERT_ROWS
+                for i in range(0, len(params), chunk):
+                    part = params[i:i + chunk]
+                    cur.execute(self._insert_sql(len(part) // 3), part)
+                cur.execute(self._update_sql, (seq, prev, new_frontier))
+            if before_commit is not None:
+                before_commit()
+            raw.commit()
+            done = True
+        finally:
+            if not done:  # never reuse a connection in an unknown state: drop it
+                self._raw = None
+                self._edge = None
+                raw.invalidate()
+        self._edge = (new_frontier, edge)
+        return seqs
+
+    def _idle(self) -> None:
+        """The queue is empty: hand the connection back to the pool."""
+        if self._raw is not None:
+            raw, self._raw = self._raw, None
+            raw.close()
 
     # -- reading ----------------------------------------------------------------------------
 

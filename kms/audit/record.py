@@ -47,6 +47,7 @@ __all__ = [
     "build_record",
     "decode",
     "encode",
+    "encode_fields",
     "format_time",
     "record_hash",
     "record_leaf_hash",
@@ -180,11 +181,21 @@ def _check_time(value: object) -> None:
         raise _fail("time is not a valid date")
 
 
-@functools.lru_cache(maxsize=4096)
+_CLOCK_RE: Final = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z\Z")
+
+
 def _is_real_date(value: str) -> bool:
-    """strptime is slow and a group-commit batch shares one time: remember the answers."""
+    """For a string that matches _TIME_RE: is it a real moment? Same answer as
+    ``datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")`` succeeding (test_record.py
+    checks it), without calling strptime (slow) for every record: the day is checked
+    once (cached) and the time of day by pattern (hours 00-23, minutes and seconds 00-59)."""
+    return _is_real_day(value[:10]) and _CLOCK_RE.match(value, 11) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_real_day(day: str) -> bool:
     try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+        datetime.strptime(day, "%Y-%m-%d")
     except ValueError:
         return False
     return True
@@ -400,6 +411,154 @@ def encode(record: AuditRecord) -> bytes:
     if len(data) > MAX_RECORD_BYTES:
         raise _fail(f"encoded record exceeds {MAX_RECORD_BYTES} bytes")
     return data
+
+
+_esc: Final = json.encoder.encode_basestring  # the escaper _FAST_JSON uses for strings
+_OP_JSON: Final = {op: _esc(op) for op in OPERATIONS}
+_OUTCOME_JSON: Final = {o: _esc(o) for o in _OUTCOMES}
+_KIND_JSON: Final = {k: _esc(k) for k in _ACTOR_KINDS}
+_hex64: Final = _HEX64_RE.match
+_error_name: Final = _ERROR_NAME_RE.match
+
+
+_last_good_time: list[object] = [None]  # the last time string _fast_parts accepted
+
+
+def _fast_str(value: object) -> str | None:
+    """JSON text of an optional bounded string, or None if the fast path does not apply."""
+    if value is None:
+        return "null"
+    if type(value) is str and 0 < len(value) <= _MAX_STR:
+        return _esc(value)
+    return None
+
+
+def encode_fields(
+    seq: int,
+    time: str,
+    prev: str,
+    op: Operation | str,
+    outcome: Outcome | str,
+    actor: Actor,
+    key_id: str | None = None,
+    key_version: int | None = None,
+    store: str | None = None,
+    error: str | None = None,
+    request: RequestMetadata | None = None,
+    context_hash: str | None = None,
+    latency_us: int | None = None,
+    detail: Mapping[str, DetailValue] | None = None,
+) -> bytes:
+    """Canonical bytes of the record with these fields, without building an AuditRecord.
+
+    The audit log's hot path (one call per appended record). Same result as
+    ``encode(AuditRecord(...))`` with the same arguments, errors included: every field is
+    checked as in :meth:`AuditRecord.__post_init__` (exact types, ranges, patterns) and the
+    text is assembled in canonical key order with the escaper ``json`` uses, i.e. the
+    bytes of :func:`encode`. Anything this path does not handle itself (a ``str`` or
+    ``int`` subclass, a check that fails, a lone surrogate) goes through
+    ``encode(AuditRecord(...))``, which produces the bytes or raises the precise
+    :class:`RecordFormatError`. tests/audit/test_record_fast_encoding.py checks the
+    equivalence with Hypothesis.
+    """
+    parts = _fast_parts(seq, time, prev, op, outcome, actor, key_id, key_version, store,
+                        error, request, context_hash, latency_us, detail)
+    if parts is not None:
+        try:
+            data = parts.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the slow path rejects it
+            data = b""
+        if data and len(data) <= MAX_RECORD_BYTES:
+            return data
+    return encode(AuditRecord(
+        seq=seq, time=time, prev=prev, op=op, outcome=outcome, actor=actor, key_id=key_id,
+        key_version=key_version, store=store, error=error, request=request,
+        context_hash=context_hash, latency_us=latency_us,
+        detail={} if detail is None else detail))
+
+
+def _fast_parts(seq: int, time: str, prev: str, op: object, outcome: object, actor: object,
+                key_id: object, key_version: object, store: object, error: object,
+                request: object, context_hash: object, latency_us: object,
+                detail: object) -> str | None:
+    """The record's JSON text if every field passes the exact checks, else None."""
+    if type(seq) is not int or not 0 <= seq <= MAX_INT:
+        return None
+    if type(prev) is not str or not _hex64(prev) or (seq == 0 and prev != GENESIS_PREV):
+        return None
+    if time is not _last_good_time[0]:  # a batch shares one time string: check it once
+        if type(time) is not str or not _TIME_RE.match(time) or not _is_real_date(time):
+            return None
+        _last_good_time[0] = time
+    op_j = _OP_JSON.get(op)  # type: ignore[call-overload]
+    outcome_j = _OUTCOME_JSON.get(outcome)  # type: ignore[call-overload]
+    if op_j is None or outcome_j is None:
+        return None
+    if error is None:
+        error_j = "null"
+    elif type(error) is str and _error_name(error) and outcome != Outcome.OK:
+        error_j = _esc(error)
+    else:
+        return None
+    if type(actor) is not Actor:
+        return None
+    kind_j = _KIND_JSON.get(actor.kind)
+    id_j = _fast_str(actor.id)
+    if kind_j is None or id_j is None or id_j == "null":
+        return None
+    key_id_j = _fast_str(key_id)
+    store_j = _fast_str(store)
+    if key_id_j is None or store_j is None:
+        return None
+    if key_version is None:
+        kv_j = "null"
+    elif type(key_version) is int and 1 <= key_version <= MAX_INT:
+        kv_j = str(key_version)
+    else:
+        return None
+    if latency_us is None:
+        lat_j = "null"
+    elif type(latency_us) is int and 0 <= latency_us <= MAX_INT:
+        lat_j = str(latency_us)
+    else:
+        return None
+    if context_hash is None:
+        ch_j = "null"
+    elif type(context_hash) is str and _hex64(context_hash):
+        ch_j = f'"{context_hash}"'
+    else:
+        return None
+    if request is None:
+        req_j = "null"
+    elif type(request) is RequestMetadata:
+        fields = []
+        for value in (request.awsPrincipalArn, request.awsSourceVpce, request.kmsKeyArn,
+                      request.kmsOperation, request.kmsRequestId, request.kmsViaService):
+            if value is None:
+                fields.append("null")
+            elif type(value) is str and 0 < len(value) <= _MAX_STR:
+                fields.append(_esc(value))
+            else:
+                return None
+        req_j = (f'{{"awsPrincipalArn":{fields[0]},"awsSourceVpce":{fields[1]},'
+                 f'"kmsKeyArn":{fields[2]},"kmsOperation":{fields[3]},'
+                 f'"kmsRequestId":{fields[4]},"kmsViaService":{fields[5]}}}')
+    else:
+        return None
+    if detail is None or (type(detail) is dict and not detail):
+        detail_j = "{}"
+    elif isinstance(detail, Mapping):
+        try:
+            detail_j = _FAST_JSON.encode(dict(_freeze_detail(detail)))
+        except RecordFormatError:
+            return None
+    else:
+        return None
+    return (f'{{"actor":{{"id":{id_j},"kind":{kind_j}}},"context_hash":{ch_j},'
+            f'"detail":{detail_j},"error":{error_j},"key_id":{key_id_j},'
+            f'"key_version":{kv_j},"latency_us":{lat_j},"op":{op_j},"outcome":{outcome_j},'
+            f'"prev":"{prev}","request":{req_j},"seq":{seq},"store":{store_j},'
+            f'"time":"{time}","v":1}}')
 
 
 def _reject_float(text: str) -> Any:

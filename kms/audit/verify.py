@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import gc
 import hashlib
 import json
@@ -68,6 +69,7 @@ from kms.audit.export_format import (
     parse_record_file_name,
     record_file_name,
 )
+from kms.audit.merkle import extend_right_edge
 from kms.audit.record import (
     GENESIS_PREV,
     MAX_RECORD_BYTES,
@@ -289,14 +291,20 @@ _OUTCOMES: Final = frozenset({"ok", "error", "denied"})
 # UTF-16 order), each once; there is no whitespace; strings are ASCII with exactly the
 # escapes JCS produces (\" \\ \b \t \n \f \r, \u00xx lowercase for the other
 # controls, nothing else escaped, no raw controls or DEL); integers have no sign, zero
-# padding or exponent and at most 15 digits (< 2**53). Anything else, including valid
-# canonical records this pattern does not cover, takes the JSON path.
+# padding or exponent and at most 15 digits (< 2**53); `op` and `outcome` are spelled out.
+# Anything else, including valid canonical records this pattern does not cover, takes the
+# JSON path. Strings are written "unrolled" (plain characters, then any number of
+# escape + plain characters, possessive): the regex engine then runs through plain text
+# in one tight loop instead of trying an alternation at every character.
 # tests/audit/test_verify_fastpath.py checks it against rfc8785.
-_JS = rb'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))*"'
+_JC = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
+_JS = (rb'"' + _JC + rb"*+(?:\\(?:[\"\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))" + _JC
+       + rb'*+)*+"')
 _JS_OR_NULL = rb"(?:null|" + _JS + rb")"
 _JINT = rb"(?:0|[1-9][0-9]{0,14})"
 _JINT_OR_NULL = rb"(?:null|" + _JINT + rb")"
-_CANONICAL_LINE: Final = re.compile(
+_OPS_RE = b"|".join(re.escape(op.encode()) for op in sorted(OPERATIONS, key=len, reverse=True))
+_LINE_PATTERN: Final = (
     rb'\{"actor":\{"id":' + _JS + rb',"kind":' + _JS + rb"\},"
     rb'"context_hash":(?:null|"[0-9a-f]{64}"),'
     rb'"detail":\{\},'
@@ -304,8 +312,8 @@ _CANONICAL_LINE: Final = re.compile(
     rb'"key_id":' + _JS_OR_NULL + rb","
     rb'"key_version":' + _JINT_OR_NULL + rb","
     rb'"latency_us":' + _JINT_OR_NULL + rb","
-    rb'"op":"([a-z_.]{1,64})",'
-    rb'"outcome":"([a-z]{1,16})",'
+    rb'"op":"(' + _OPS_RE + rb')",'
+    rb'"outcome":"(ok|error|denied)",'
     rb'"prev":"([0-9a-f]{64})",'
     rb'"request":(?:null|\{"awsPrincipalArn":' + _JS_OR_NULL
     + rb',"awsSourceVpce":' + _JS_OR_NULL
@@ -318,6 +326,16 @@ _CANONICAL_LINE: Final = re.compile(
     rb'"time":"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)",'
     rb'"v":1\}'
 )
+#: One record line; groups: 1 op, 2 outcome, 3 prev, 4 seq.
+_CANONICAL_LINE: Final = re.compile(_LINE_PATTERN)
+#: Any number of such lines, each followed by a newline (one regex call per read block).
+_CANONICAL_BLOCK: Final = re.compile(
+    rb"(?:" + _LINE_PATTERN.replace(b"(", b"(?:").replace(b"(?:?:", b"(?:") + rb"\n)*+")
+# In a block that _CANONICAL_BLOCK matches, each line holds exactly one `"prev":"` and one
+# `"seq":` (a raw quote cannot occur inside a string, and no other object of the pattern
+# has these keys), so these find the prev and seq of every line, in order.
+_PREV_KEY: Final = '"prev":"'
+_SEQ_IN_BLOCK: Final = re.compile(r'"seq":([0-9]+),')
 
 
 def _slow_check(line: bytes, newline_ok: bool) -> tuple[Any, FaultKind | None, str]:
@@ -731,23 +749,78 @@ _CHUNK: Final = 1 << 22
 _MAX_LINE: Final = 1 << 20
 
 
-def _iter_lines(path: Path, file_hash: Any, no_newline: list[bool]) -> Iterator[bytes]:
-    """Lines of a file without their newline, read in large chunks (hashing the file as a
-    side effect). A final line without newline sets ``no_newline[0]``; a line longer than
-    1 MiB is cut (it is malformed anyway) so memory stays bounded."""
+def _iter_blocks(path: Path, file_hash: Any) -> Iterator[tuple[bytes, int, list[bytes], bool]]:
+    """A file's lines, read in large chunks (hashing the file as a side effect), as
+    ``(buf, end, lines, newline_ok)``: ``lines`` are the lines without their newline and,
+    when ``end`` > 0, exactly ``buf[:end]`` split at its newlines (every one of them had
+    its newline). The final line without newline comes alone with ``newline_ok`` False; a
+    line longer than 1 MiB is cut (it is malformed anyway) so memory stays bounded."""
     rest = b""
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             file_hash.update(chunk)
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            yield from parts
+            buf = rest + chunk
+            lines = buf.split(b"\n")
+            rest = lines.pop()
+            if lines:
+                yield buf, len(buf) - len(rest), lines, True
             if len(rest) > _MAX_LINE:
-                yield rest
+                yield b"", 0, [rest], True
                 rest = b""
     if rest:
-        no_newline[0] = True
-        yield rest
+        yield b"", 0, [rest], False
+
+
+class _Run:
+    """Lines ``first`` to ``stop - 1`` of a block all match _CANONICAL_LINE; their prev
+    and seq fields (text) in order."""
+
+    __slots__ = ("_breaks", "first", "prevs", "seqs", "stop")
+
+    def __init__(self, first: int, stop: int, prevs: list[str], seqs: list[str]) -> None:
+        self.first, self.stop, self.prevs, self.seqs = first, stop, prevs, seqs
+        self._breaks: list[int] | None = None
+
+    def link_breaks(self, hexes: list[str]) -> list[int]:
+        """Offsets x (ascending) in the run where line x does not follow line x - 1:
+        its prev is not the hash of line x - 1 or its seq is not one more. ``hexes``
+        holds the hash of every line of the block."""
+        if self._breaks is None:
+            prevs, seqs = self.prevs, self.seqs
+            hx = hexes[self.first:self.stop]
+            start = int(seqs[0])
+            if prevs[1:] == hx[:-1] and seqs == list(map(str, range(start, start + len(seqs)))):
+                self._breaks = []
+            else:
+                self._breaks = [x for x in range(1, len(seqs)) if prevs[x] != hx[x - 1]
+                                or int(seqs[x]) != int(seqs[x - 1]) + 1]
+        return self._breaks
+
+
+def _canonical_runs(buf: bytes, end: int) -> list[_Run]:
+    """The runs of consecutive lines of ``buf[:end]`` (newline-terminated lines) that match
+    _CANONICAL_LINE: one regex call per run, two findall calls for their fields."""
+    match = _CANONICAL_BLOCK.match
+    runs: list[_Run] = []
+    pos = 0
+    line = 0
+    while pos < end:
+        stop = match(buf, pos, end).end()  # type: ignore[union-attr]  # `*+` always matches
+        if stop > pos:
+            count = buf.count(b"\n", pos, stop)
+            text = buf[pos:stop].decode("ascii")  # the pattern admits ASCII only
+            # Each line has one `"prev":"` followed by the 64 hex digits the pattern
+            # checked: splitting there is cheaper than a capturing findall.
+            prevs = [part[:64] for part in text.split(_PREV_KEY)[1:]]
+            seqs = _SEQ_IN_BLOCK.findall(text)
+            if len(prevs) == count == len(seqs):  # always so; else the general path decides
+                runs.append(_Run(line, line + count, prevs, seqs))
+            line += count
+            pos = stop
+        if pos < end:  # a line the pattern does not cover: the general path's
+            pos = buf.index(b"\n", pos, end) + 1
+            line += 1
+    return runs
 
 
 def _stream_records(
@@ -818,138 +891,198 @@ def _stream_records(
 
     for _idx, file_path in rec_files:
         file_hash = sha256()
-        no_newline = [False]
-        for line in _iter_lines(file_path, file_hash, no_newline):
-            newline_ok = not no_newline[0]
-            line_hex = sha256(line).hexdigest()
-            # Merkle leaf, appended whatever the line holds: the tree is over the export.
-            h = sha256(b"\x00" + line).digest()
-            s_ = n
-            while s_ & 1:
-                h = sha256(b"\x01" + stack.pop() + h).digest()
-                s_ >>= 1
-            stack.append(h)
-            n += 1
-            if n == next_ck:
-                check_roots(n, stack)
-                ck_i += 1
-                next_ck = sizes[ck_i] if ck_i < len(sizes) else -1
-            if progress is not None and n % _PROGRESS_EVERY == 0:
-                progress(n)
+        for buf, end, lines, newline_ok in _iter_blocks(file_path, file_hash):
+            hexes = [sha256(x).hexdigest() for x in lines]
+            runs = _canonical_runs(buf, end) if end else []
+            r = 0
+            i = 0
+            count = len(lines)
+            while i < count:
+                # --- fast path ---------------------------------------------------------
+                # Lines in a run of canonical lines (see _canonical_runs), while the state
+                # is clean: from the one whose seq is `expected` and whose prev is the
+                # hash of the line before, up to the next broken link. For those, the
+                # general path below would add no fault and only advance the state; here
+                # that is done in bulk (hashes in list comprehensions, the Merkle tree a
+                # level at a time). Every other line takes the general path.
+                while r < len(runs) and runs[r].stop <= i:
+                    r += 1
+                if (r < len(runs) and runs[r].first <= i and pending_break is None
+                        and not prev_flagged):
+                    run = runs[r]
+                    o = i - run.first
+                    if run.seqs[o] == str(expected) and run.prevs[o] == prev_hex:
+                        breaks = run.link_breaks(hexes)
+                        nb = bisect.bisect_right(breaks, o)
+                        j = run.first + (breaks[nb] if nb < len(breaks)
+                                         else run.stop - run.first)
+                        leaves = [sha256(b"\x00" + x).digest() for x in lines[i:j]]
+                        done = 0
+                        while done < j - i:
+                            # Up to the next checkpoint size or progress mark.
+                            upto = j - i
+                            if 0 < next_ck - n <= upto - done:
+                                upto = done + next_ck - n
+                            if progress is not None:
+                                mark = (n // _PROGRESS_EVERY + 1) * _PROGRESS_EVERY
+                                upto = min(upto, done + mark - n)
+                            extend_right_edge(stack, n, leaves[done:upto])
+                            n += upto - done
+                            done = upto
+                            if n == next_ck:
+                                check_roots(n, stack)
+                                ck_i += 1
+                                next_ck = sizes[ck_i] if ck_i < len(sizes) else -1
+                            if progress is not None and n % _PROGRESS_EVERY == 0:
+                                progress(n)
+                        # The ring keeps the first line seen per seq; these seqs are new
+                        # and consecutive, so only the last _RECENT_WINDOW of them stay.
+                        k = j - i
+                        last = min(k, _RECENT_WINDOW)
+                        first = expected + k - last
+                        slot = first & window_mask
+                        cut = min(last, _RECENT_WINDOW - slot)
+                        ring_seq[slot:slot + cut] = range(first, first + cut)
+                        ring_hash[slot:slot + cut] = hexes[j - last:j - last + cut]
+                        ring_seq[:last - cut] = range(first + cut, first + last)
+                        ring_hash[:last - cut] = hexes[j - last + cut:j]
+                        expected += k
+                        prev_hex = hexes[j - 1]
+                        i = j
+                        continue
 
-            # --- parse and canonical form ----------------------------------------------
-            # Fastest path: the line matches _CANONICAL_LINE, a pattern that only matches
-            # canonical schema-1 records with an empty detail (see its comment). Next: the
-            # JSON path (ASCII line, right keys, cheap field checks, equal to its
-            # canonical re-encoding). Everything else takes the slow path, which names
-            # the problem precisely.
-            m = canonical_line(line) if newline_ok else None
-            if m is not None and m.group(1) in op_bytes and m.group(2) in outcome_bytes:
-                seq = int(m.group(4))
-                rec_prev = m.group(3).decode("ascii")
-            else:
-                obj: Any = None
-                problem: FaultKind | None = None
-                try:
-                    if newline_ok and line.isascii() and len(line) <= MAX_RECORD_BYTES:
-                        obj = loads(line.decode("ascii"))
-                        v = obj["v"]
-                        seq = obj["seq"]
-                        ok = (
-                            obj.keys() == field_keys
-                            and type(seq) is int
-                            and seq >= 0
-                            and type(v) is int
-                            and v == 1
-                            and obj["op"] in operations
-                            and obj["outcome"] in outcomes
-                            and type(obj["prev"]) is str
-                            and time_match(obj["time"]) is not None
-                            and fast(obj).encode() == line
-                        )
-                    else:
+                # --- general path: one line --------------------------------------------
+                line = lines[i]
+                line_hex = hexes[i]
+                i += 1
+                # Merkle leaf, appended whatever the line holds: the tree is over the export.
+                h = sha256(b"\x00" + line).digest()
+                s_ = n
+                while s_ & 1:
+                    h = sha256(b"\x01" + stack.pop() + h).digest()
+                    s_ >>= 1
+                stack.append(h)
+                n += 1
+                if n == next_ck:
+                    check_roots(n, stack)
+                    ck_i += 1
+                    next_ck = sizes[ck_i] if ck_i < len(sizes) else -1
+                if progress is not None and n % _PROGRESS_EVERY == 0:
+                    progress(n)
+
+                # --- parse and canonical form ----------------------------------------------
+                # Fastest path: the line matches _CANONICAL_LINE, a pattern that only matches
+                # canonical schema-1 records with an empty detail (see its comment). Next: the
+                # JSON path (ASCII line, right keys, cheap field checks, equal to its
+                # canonical re-encoding). Everything else takes the slow path, which names
+                # the problem precisely.
+                m = canonical_line(line) if newline_ok else None
+                if m is not None and m.group(1) in op_bytes and m.group(2) in outcome_bytes:
+                    seq = int(m.group(4))
+                    rec_prev = m.group(3).decode("ascii")
+                else:
+                    obj: Any = None
+                    problem: FaultKind | None = None
+                    try:
+                        if newline_ok and line.isascii() and len(line) <= MAX_RECORD_BYTES:
+                            obj = loads(line.decode("ascii"))
+                            v = obj["v"]
+                            seq = obj["seq"]
+                            ok = (
+                                obj.keys() == field_keys
+                                and type(seq) is int
+                                and seq >= 0
+                                and type(v) is int
+                                and v == 1
+                                and obj["op"] in operations
+                                and obj["outcome"] in outcomes
+                                and type(obj["prev"]) is str
+                                and time_match(obj["time"]) is not None
+                                and fast(obj).encode() == line
+                            )
+                        else:
+                            ok = False
+                    except Exception:
                         ok = False
-                except Exception:
-                    ok = False
-                if not ok:
-                    obj, problem, message = _slow_check(line, newline_ok)
-                if problem is not None:
-                    seq_guess = expected
-                    if type(obj) is dict and type(obj.get("seq")) is int and obj["seq"] >= 0:
-                        seq_guess = obj["seq"]
-                    add(problem, message, seq=seq_guess)
+                    if not ok:
+                        obj, problem, message = _slow_check(line, newline_ok)
+                    if problem is not None:
+                        seq_guess = expected
+                        if type(obj) is dict and type(obj.get("seq")) is int and obj["seq"] >= 0:
+                            seq_guess = obj["seq"]
+                        add(problem, message, seq=seq_guess)
+                        if pending_break is not None:
+                            resolve_pending(False)
+                        expected = max(expected, seq_guess + 1)
+                        prev_hex = line_hex
+                        prev_flagged = True
+                        continue
+                    seq = obj["seq"]
+                    rec_prev = obj["prev"]
+
+                # --- numbering and chain ---------------------------------------------------
+                flagged = False
+                if seq == expected:
+                    if rec_prev != prev_hex and not prev_flagged:
+                        if pending_break is not None:
+                            resolve_pending(True)
+                        else:
+                            pending_break = seq
+                    elif pending_break is not None:
+                        resolve_pending(False)
+                    expected = seq + 1
+                else:
                     if pending_break is not None:
                         resolve_pending(False)
-                    expected = max(expected, seq_guess + 1)
-                    prev_hex = line_hex
-                    prev_flagged = True
-                    continue
-                seq = obj["seq"]
-                rec_prev = obj["prev"]
-
-            # --- numbering and chain ---------------------------------------------------
-            flagged = False
-            if seq == expected:
-                if rec_prev != prev_hex and not prev_flagged:
-                    if pending_break is not None:
-                        resolve_pending(True)
-                    else:
-                        pending_break = seq
-                elif pending_break is not None:
-                    resolve_pending(False)
-                expected = seq + 1
-            else:
-                if pending_break is not None:
-                    resolve_pending(False)
-                flagged = True
-                if seq > expected:
-                    if rec_prev == prev_hex and not prev_flagged:
-                        add(FaultKind.CHAIN_BROKEN,
-                            f"record {expected} was modified: it chains to record "
-                            f"{expected - 1} but claims seq {seq}", seq=expected)
-                        expected += 1
-                    else:
-                        if len(gaps) >= _MAX_OPEN_GAPS:
-                            a, b = gaps.pop(0)
-                            add(FaultKind.MISSING_RECORD,
-                                f"records {a}..{b - 1} are missing", seq=a)
-                        gaps.append([expected, seq])
-                        expected = seq + 1
-                else:
-                    slot = seq & window_mask
-                    known = ring_hash[slot] if ring_seq[slot] == seq else None
-                    if known == line_hex:
-                        add(FaultKind.DUPLICATE_RECORD,
-                            f"record {seq} appears again (identical copy)", seq=seq)
-                    elif known is not None:
-                        add(FaultKind.CHAIN_BROKEN,
-                            f"two different records claim seq {seq}: one was inserted "
-                            "or modified", seq=seq)
-                    else:
-                        for gap in gaps:
-                            if gap[0] <= seq < gap[1]:
-                                add(FaultKind.OUT_OF_ORDER,
-                                    f"record {seq} appears after record {gap[1]}: "
-                                    "records were reordered", seq=gap[0])
-                                if seq == gap[0]:
-                                    gap[0] += 1
-                                elif seq == gap[1] - 1:
-                                    gap[1] -= 1
-                                else:
-                                    gaps.append([seq + 1, gap[1]])
-                                    gap[1] = seq
-                                gaps[:] = [g for g in gaps if g[0] < g[1]]
-                                break
+                    flagged = True
+                    if seq > expected:
+                        if rec_prev == prev_hex and not prev_flagged:
+                            add(FaultKind.CHAIN_BROKEN,
+                                f"record {expected} was modified: it chains to record "
+                                f"{expected - 1} but claims seq {seq}", seq=expected)
+                            expected += 1
                         else:
-                            add(FaultKind.OUT_OF_ORDER,
-                                f"record {seq} appears after record {expected - 1}",
-                                seq=seq)
-            slot = seq & window_mask
-            if ring_seq[slot] != seq:  # keep the first record seen with this seq
-                ring_seq[slot] = seq
-                ring_hash[slot] = line_hex
-            prev_hex = line_hex
-            prev_flagged = flagged
+                            if len(gaps) >= _MAX_OPEN_GAPS:
+                                a, b = gaps.pop(0)
+                                add(FaultKind.MISSING_RECORD,
+                                    f"records {a}..{b - 1} are missing", seq=a)
+                            gaps.append([expected, seq])
+                            expected = seq + 1
+                    else:
+                        slot = seq & window_mask
+                        known = ring_hash[slot] if ring_seq[slot] == seq else None
+                        if known == line_hex:
+                            add(FaultKind.DUPLICATE_RECORD,
+                                f"record {seq} appears again (identical copy)", seq=seq)
+                        elif known is not None:
+                            add(FaultKind.CHAIN_BROKEN,
+                                f"two different records claim seq {seq}: one was inserted "
+                                "or modified", seq=seq)
+                        else:
+                            for gap in gaps:
+                                if gap[0] <= seq < gap[1]:
+                                    add(FaultKind.OUT_OF_ORDER,
+                                        f"record {seq} appears after record {gap[1]}: "
+                                        "records were reordered", seq=gap[0])
+                                    if seq == gap[0]:
+                                        gap[0] += 1
+                                    elif seq == gap[1] - 1:
+                                        gap[1] -= 1
+                                    else:
+                                        gaps.append([seq + 1, gap[1]])
+                                        gap[1] = seq
+                                    gaps[:] = [g for g in gaps if g[0] < g[1]]
+                                    break
+                            else:
+                                add(FaultKind.OUT_OF_ORDER,
+                                    f"record {seq} appears after record {expected - 1}",
+                                    seq=seq)
+                slot = seq & window_mask
+                if ring_seq[slot] != seq:  # keep the first record seen with this seq
+                    ring_seq[slot] = seq
+                    ring_hash[slot] = line_hex
+                prev_hex = line_hex
+                prev_flagged = flagged
         digests.append((f"{RECORDS_DIR}/{file_path.name}", file_hash.hexdigest()))
 
     if pending_break is not None:

@@ -1,8 +1,10 @@
 """Audit log: durable appends per second under 32 concurrent writers (group commit), and
-offline verification speed over a synthetic export."""
+offline verification speed over a synthetic export; ``commit_floor`` measures what the disk
+alone allows the append figure to reach (docs/audit.md, "Performance")."""
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 import threading
 import time
@@ -54,6 +56,53 @@ def append_rate(log: AuditLog, seconds: float, writers: int = 32) -> dict[str, f
     for t in threads:
         t.join()
     return {"rps": round(sum(counts) / (time.perf_counter() - start), 1), "writers": writers}
+
+
+def commit_floor(seconds: float = 2.0, rows: int = 32) -> dict[str, float]:
+    """The disk's share of ``append_rate``: back-to-back SQLite commits of ``rows`` audit-
+    sized rows (WAL, synchronous=FULL, the pragmas of kms/db/engine.py) from one thread,
+    with no Python work between them. ``bound_rps`` = rows / mean commit time is the most
+    ``rows`` closed-loop writers could append per second on this disk, whatever the code
+    does (each writer waits for a commit to be durable before it appends again)."""
+    with tempfile.TemporaryDirectory() as d:
+        conn = sqlite3.connect(Path(d) / "floor.db", isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, body BLOB, leaf BLOB)")
+            conn.execute("CREATE TABLE h (id INTEGER PRIMARY KEY, size INTEGER)")
+            conn.execute("INSERT INTO h VALUES (1, 0)")
+            sql = "INSERT INTO r VALUES " + ",".join(["(?,?,?)"] * rows)  # noqa: S608
+            body, leaf = b"x" * 480, b"y" * 32
+            seq = 0
+            times: list[float] = []
+
+            def commit() -> None:
+                nonlocal seq
+                start = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("SELECT size FROM h WHERE id = 1").fetchone()
+                conn.execute(sql, [v for i in range(seq, seq + rows) for v in (i, body, leaf)])
+                conn.execute("UPDATE h SET size = ? WHERE id = 1", (seq + rows,))
+                conn.execute("COMMIT")
+                seq += rows
+                times.append(time.perf_counter() - start)
+
+            warm = time.perf_counter() + seconds / 4  # let the WAL reach its working size
+            while time.perf_counter() < warm:
+                commit()
+            times.clear()
+            stop = time.perf_counter() + seconds
+            while time.perf_counter() < stop:
+                commit()
+        finally:
+            conn.close()
+    times.sort()
+    mean = sum(times) / len(times)
+    return {"rows": rows, "commit_ms_mean": round(mean * 1e3, 3),
+            "commit_ms_p50": round(times[len(times) // 2] * 1e3, 3),
+            "commit_ms_p99": round(times[int(len(times) * 0.99)] * 1e3, 3),
+            "bound_rps": round(rows / mean, 1)}
 
 
 def _synthetic(n: int, origin: str, key: ec.EllipticCurvePrivateKey,

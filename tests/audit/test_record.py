@@ -207,3 +207,26 @@ def test_round_trip_property(seq: int, op: str, outcome: str, key_id: str | None
     assert again == rec
     assert encode(again) == data
     assert record_leaf_hash(data) == merkle.leaf_hash(data)
+
+
+def test_time_check_agrees_with_strptime() -> None:
+    """record._is_real_date (day cached, time of day by pattern) accepts exactly what
+    datetime.strptime accepts, for strings of the right shape."""
+    from kms.audit.record import _TIME_RE, _is_real_date
+
+    def strptime_ok(value: str) -> bool:
+        try:
+            datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            return False
+        return True
+
+    samples = [f"2025-01-01T{h:02d}:{m:02d}:{s:02d}.123456Z"
+               for h in range(100) for m in range(0, 100, 3) for s in (0, 59, 60, 61, 99)]
+    samples += [f"2025-01-01T12:{m:02d}:{s:02d}.000000Z" for m in range(100) for s in range(100)]
+    samples += [f"{y}-{mo:02d}-{d:02d}T00:00:00.000000Z"
+                for y in ("0000", "0001", "2024", "2025", "2100", "9999")
+                for mo in range(14) for d in range(33)]
+    for value in samples:
+        assert _TIME_RE.match(value)
+        assert _is_real_date(value) == strptime_ok(value), value
