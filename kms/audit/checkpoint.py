@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -206,7 +206,7 @@ def load_public_key_pem(pem: bytes) -> ec.EllipticCurvePublicKey:
         raise NoteFormatError("public key PEM too large")
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. a damaged algorithm OID
         raise NoteFormatError("not a PEM public key") from None
     return _require_p256(key)
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -88,7 +89,50 @@ class _Waiter:
         self.lock.release()
 
 
-def _fail(waiter: _Waiter | Future[int], message: str) -> None:
+class _LoopWaiter:
+    """What ``append_async`` awaits: an asyncio future on its event loop.
+
+    The writer never touches the future itself (it belongs to the loop's thread): it
+    stores the outcome here, and ``_wake`` hands every waiter of a batch that shares a loop
+    to that loop in ONE ``call_soon_threadsafe`` (one wake-up per batch instead of one per
+    record, which is what ``asyncio.wrap_future`` would cost).
+    """
+
+    __slots__ = ("error", "future", "loop", "seq")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[int] = loop.create_future()
+        self.seq = -1
+        self.error: BaseException | None = None
+
+    def set_result(self, seq: int) -> None:  # the error paths: wake this one alone
+        self.seq = seq
+        _wake({self.loop: [self]})
+
+    def set_exception(self, error: BaseException) -> None:
+        self.error = error
+        _wake({self.loop: [self]})
+
+
+def _deliver(waiters: list[_LoopWaiter]) -> None:
+    """On the waiters' loop: resolve their futures (a cancelled one is skipped)."""
+    for w in waiters:
+        if w.future.done():
+            continue
+        if w.error is not None:
+            w.future.set_exception(w.error)
+        else:
+            w.future.set_result(w.seq)
+
+
+def _wake(by_loop: dict[asyncio.AbstractEventLoop, list[_LoopWaiter]]) -> None:
+    for loop, waiters in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_deliver, waiters)
+
+
+def _fail(waiter: _Waiter | _LoopWaiter | Future[int], message: str) -> None:
     # A cancelled Future (asyncio.wrap_future cancels it when the request is cancelled)
     # refuses a result: nobody waits for it any more.
     with contextlib.suppress(InvalidStateError):
@@ -110,8 +154,8 @@ class AuditLog:
         self._key_id = cp.key_id_from_pem(public_key_pem)
         self._sign = sign
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, _Waiter | Future[int]] | None] = (
-            queue.SimpleQueue())
+        self._queue: queue.SimpleQueue[
+            tuple[AuditEvent, _Waiter | _LoopWaiter | Future[int]] | None] = queue.SimpleQueue()
         self._insert_cache: dict[int, str] = {}
         # Writer thread only: the DB-API connection held while batches follow each other,
         # and the frontier (serialized, and as a list of hashes) it last committed.
@@ -138,6 +182,19 @@ class AuditLog:
             raise waiter.error
         return waiter.seq
 
+    async def append_async(self, event: AuditEvent) -> int:
+        """``append`` for coroutines: awaits the commit without blocking the loop. Raises
+        DependencyTimeoutError if the record cannot be written (or is not committed within
+        APPEND_TIMEOUT_S); a cancelled caller leaves its record to be written anyway."""
+        waiter = _LoopWaiter(asyncio.get_running_loop())
+        self._queue.put((event, waiter))
+        try:
+            async with asyncio.timeout(APPEND_TIMEOUT_S):
+                return await waiter.future
+        except TimeoutError:
+            raise DependencyTimeoutError(
+                "the audit log did not commit the record in time") from None
+
     def submit(self, event: AuditEvent) -> Future[int]:
         """Queue an event; the future resolves to its seq once durable (for async callers)."""
         fut: Future[int] = Future()
@@ -155,11 +212,22 @@ class AuditLog:
         the waiters are released at once.
         """
         get, get_nowait = self._queue.get, self._queue.get_nowait
-        pending: list[tuple[_Waiter | Future[int], int]] = []  # committed, not yet released
+        pending: list[tuple[_Waiter | _LoopWaiter | Future[int], int]] = []  # not yet released
 
         def release() -> None:
+            by_loop: dict[asyncio.AbstractEventLoop, list[_LoopWaiter]] = {}
             for w, seq in pending:
-                if seq < 0:  # this event was rejected (not a valid record); the rest went in
+                if type(w) is _LoopWaiter:  # woken below, one call per loop
+                    if seq < 0:
+                        w.error = DependencyTimeoutError(
+                            "the audit record is not valid and was not written")
+                    else:
+                        w.seq = seq
+                    group = by_loop.get(w.loop)
+                    if group is None:
+                        group = by_loop[w.loop] = []
+                    group.append(w)
+                elif seq < 0:  # this event was rejected (not a valid record); the rest went in
                     _fail(w, "the audit record is not valid and was not written")
                 else:
                     try:  # noqa: SIM105 - no context manager per record on the hot path
@@ -167,6 +235,8 @@ class AuditLog:
                     except InvalidStateError:  # a cancelled Future: its caller went away
                         pass
             pending.clear()
+            if by_loop:
+                _wake(by_loop)
 
         while True:
             try:

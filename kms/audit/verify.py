@@ -467,8 +467,9 @@ def _load_manifest(root: Path, faults: _Faults) -> dict[str, Any] | None:
             for f in manifest["files"] + manifest["checkpoints"]
         )
         and all(isinstance(c.get("size"), int) for c in manifest["checkpoints"])
+        and "latest_checkpoint" in manifest  # null when there is none, never absent
         and (
-            manifest.get("latest_checkpoint") is None
+            manifest["latest_checkpoint"] is None
             or (
                 isinstance(manifest["latest_checkpoint"], dict)
                 and isinstance(manifest["latest_checkpoint"].get("size"), int)

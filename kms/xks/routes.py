@@ -105,7 +105,7 @@ class XksEndpoint:
             return (*wire.error_body_for(InternalError("internal error")), "unknown")
         if resp.event is not None:
             try:
-                await asyncio.wrap_future(self.audit.submit(resp.event))
+                await self.audit.append_async(resp.event)
             except Exception:
                 return (*wire.error_body_for(DependencyTimeoutError(
                     "the audit log is unavailable")), resp.operation)

@@ -159,3 +159,17 @@ def test_note_round_trip_property(size: int, root: bytes, origin: str) -> None:
     for i in range(0, len(raw), 7):  # truncations never verify
         with pytest.raises((NoteFormatError, NoteSignatureError)):
             verify_note(raw[:i], _SIGNER.public_key, origin)
+
+
+def test_public_key_with_a_damaged_algorithm_oid_is_a_format_error() -> None:
+    """Found by fuzzing the export: one flipped bit in the SPKI's algorithm OID made
+    ``cryptography`` raise UnsupportedAlgorithm, which escaped the verifier."""
+    der = base64.b64decode(b"".join(
+        VEC["public_key_pem"].encode().strip().splitlines()[1:-1]))
+    oid = bytes.fromhex("2a8648ce3d0201")  # id-ecPublicKey 1.2.840.10045.2.1
+    at = der.index(oid)
+    damaged = der[:at] + b"\x00" + der[at + 1:]  # 0.38.840.10045.2.1
+    pem = (b"-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(damaged)
+           + b"\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(NoteFormatError):
+        load_public_key_pem(pem)

@@ -4,6 +4,7 @@ log failing closed when the database refuses the write."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -203,4 +204,40 @@ def test_a_cancelled_future_does_not_stop_the_writer(tmp_path: Path) -> None:
     assert first.result(timeout=10) == 0
     assert log.append(_event(2)) == 2
     _check_log(log, 3)
+    log.close()
+
+
+def test_append_async_from_many_coroutines_and_an_invalid_one(tmp_path: Path) -> None:
+    """``append_async`` (the XKS edge's path): 200 coroutines on one loop get distinct,
+    gap-free seqs, woken per batch; an invalid event in the same batches fails alone
+    with DependencyTimeoutError; and the loop is never blocked while they wait."""
+    log = _log(_engine(tmp_path))
+    bad = AuditEvent(op=Operation.KEY_REVOKE, outcome=Outcome.OK, actor=cli_actor(),
+                     key_version=0)
+
+    async def main() -> tuple[list[int], list[BaseException]]:
+        results = await asyncio.gather(
+            *(log.append_async(bad if i == 57 else _event(i)) for i in range(200)),
+            return_exceptions=True)
+        ok = [r for r in results if isinstance(r, int)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        return ok, errors
+
+    ok, errors = asyncio.run(main())
+    assert sorted(ok) == list(range(199))
+    assert len(errors) == 1 and isinstance(errors[0], DependencyTimeoutError)
+    _check_log(log, 199)
+    log.close()
+
+
+def test_append_async_fails_closed_when_the_writer_fails(tmp_path: Path) -> None:
+    log = _log(_engine(tmp_path))
+
+    def broken(events: list[AuditEvent], before_commit: Any = None) -> list[int]:
+        raise RuntimeError("disk on fire")
+
+    log._commit = broken  # type: ignore[method-assign]
+
+    with pytest.raises(DependencyTimeoutError):
+        asyncio.run(log.append_async(_event(0)))
     log.close()

@@ -311,6 +311,17 @@ def test_manifest_count_edited(base: Base, export: Path) -> None:
     _assert_first(_verify(base, export), FaultKind.MANIFEST_MISMATCH, None)
 
 
+@pytest.mark.parametrize("field", ["latest_checkpoint", "checkpoints", "record_count"])
+def test_manifest_field_missing_is_a_fault_not_a_crash(base: Base, export: Path,
+                                                        field: str) -> None:
+    """A bit flip in a field name keeps the JSON valid (found by the fuzz test: a
+    missing ``latest_checkpoint`` raised KeyError)."""
+    manifest = json.loads((export / "manifest.json").read_text())
+    del manifest[field]
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    _assert_first(_verify(base, export), FaultKind.MANIFEST_INVALID, None)
+
+
 def test_manifest_missing(base: Base, export: Path) -> None:
     (export / "manifest.json").unlink()
     report = _verify(base, export)
