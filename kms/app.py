@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from hsm.aio import AsyncHsm
 from kms import metrics
@@ -26,7 +27,7 @@ from kms.logging import configure_logging
 from kms.runtime import Runtime
 from kms.settings import HEALTH_KEY_LABEL, Settings
 from kms.xks.handler import XksHandler
-from kms.xks.routes import XksEndpoint, unknown_path, xks_routes
+from kms.xks.routes import XksEndpoint, unknown_path
 
 SWEEP_INTERVAL_S = 60.0
 
@@ -45,6 +46,24 @@ class AppState:
                                inline=os.environ.get("KMS_XKS_INLINE", "1") != "0")
 
 
+XKS_MARK = "/kms/xks/v1/"
+
+
+class KmsApp(FastAPI):
+    """FastAPI, with a front door for the XKS API: every HTTP request whose path holds
+    ``/kms/xks/v1/`` goes straight to :meth:`XksEndpoint.asgi` (which answers unknown
+    prefixes and paths with the XKS 404 itself), past the middleware stack and the
+    router, which cost about as much per request as the XKS work (docs/benchmarks.md)."""
+
+    xks: XksEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.xks is not None and XKS_MARK in scope["path"]:
+            await self.xks.asgi(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     state = AppState(runtime)
 
@@ -60,7 +79,7 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         state.ahsm.shutdown()
         runtime.close()
 
-    app = FastAPI(title="CMK service (XKS proxy)", version="0.1.0", lifespan=lifespan)
+    app = KmsApp(title="CMK service (XKS proxy)", version="0.1.0", lifespan=lifespan)
     app.state.kms = state
     install_xks(app, state)
     app.include_router(admin_router(runtime))
@@ -99,9 +118,9 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
 
 
 def install_xks(app: FastAPI, state: AppState) -> None:
-    """The XKS routes, and the XKS 404 body for every unknown path."""
-    for route in xks_routes(state.xks):
-        app.router.routes.append(route)
+    """The XKS front door (KmsApp), and the XKS 404 body for every unknown path."""
+    if isinstance(app, KmsApp):
+        app.xks = state.xks
     app.add_exception_handler(404, unknown_path)
 
 

@@ -126,6 +126,12 @@ def _deliver(waiters: list[_LoopWaiter]) -> None:
             w.future.set_result(w.seq)
 
 
+def _expire(future: asyncio.Future[int]) -> None:
+    if not future.done():
+        future.set_exception(DependencyTimeoutError(
+            "the audit log did not commit the record in time"))
+
+
 def _wake(by_loop: dict[asyncio.AbstractEventLoop, list[_LoopWaiter]]) -> None:
     for loop, waiters in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
@@ -137,6 +143,9 @@ def _fail(waiter: _Waiter | _LoopWaiter | Future[int], message: str) -> None:
     # refuses a result: nobody waits for it any more.
     with contextlib.suppress(InvalidStateError):
         waiter.set_exception(DependencyTimeoutError(message))
+
+
+_Item = tuple[AuditEvent, "_Waiter | _LoopWaiter | Future[int]"]
 
 
 class AuditLog:
@@ -154,8 +163,10 @@ class AuditLog:
         self._key_id = cp.key_id_from_pem(public_key_pem)
         self._sign = sign
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[
-            tuple[AuditEvent, _Waiter | _LoopWaiter | Future[int]] | None] = queue.SimpleQueue()
+        # Items: one (event, waiter), a list of them (what an event loop gathered in one
+        # iteration, see append_async), or None (stop).
+        self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
+        self._outboxes: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._insert_cache: dict[int, str] = {}
         # Writer thread only: the DB-API connection held while batches follow each other,
         # and the frontier (serialized, and as a list of hashes) it last committed.
@@ -186,14 +197,28 @@ class AuditLog:
         """``append`` for coroutines: awaits the commit without blocking the loop. Raises
         DependencyTimeoutError if the record cannot be written (or is not committed within
         APPEND_TIMEOUT_S); a cancelled caller leaves its record to be written anyway."""
-        waiter = _LoopWaiter(asyncio.get_running_loop())
-        self._queue.put((event, waiter))
+        loop = asyncio.get_running_loop()
+        waiter = _LoopWaiter(loop)
+        # Gathered per loop iteration and handed over as one item: the writer then wakes
+        # once for all the requests the loop served in that iteration and commits them as
+        # one batch, instead of waking (and committing) for the first one alone.
+        outbox = self._outboxes.get(loop)
+        if outbox is None:
+            outbox = self._outboxes[loop] = []
+        if not outbox:
+            loop.call_soon(self._flush_outbox, loop)
+        outbox.append((event, waiter))
+        # A bare timer (asyncio.timeout's bookkeeping costs several times more per request).
+        timer = loop.call_later(APPEND_TIMEOUT_S, _expire, waiter.future)
         try:
-            async with asyncio.timeout(APPEND_TIMEOUT_S):
-                return await waiter.future
-        except TimeoutError:
-            raise DependencyTimeoutError(
-                "the audit log did not commit the record in time") from None
+            return await waiter.future
+        finally:
+            timer.cancel()
+
+    def _flush_outbox(self, loop: asyncio.AbstractEventLoop) -> None:
+        outbox = self._outboxes.pop(loop, None)
+        if outbox:
+            self._queue.put(outbox)
 
     def submit(self, event: AuditEvent) -> Future[int]:
         """Queue an event; the future resolves to its seq once durable (for async callers)."""
@@ -249,7 +274,7 @@ class AuditLog:
                 release()
                 self._idle()
                 return
-            batch = [item]
+            batch: list[_Item] = item if isinstance(item, list) else [item]
             while len(batch) < MAX_BATCH:
                 try:
                     nxt = get_nowait()
@@ -258,7 +283,10 @@ class AuditLog:
                 if nxt is None:
                     self._queue.put(None)
                     break
-                batch.append(nxt)
+                if isinstance(nxt, list):
+                    batch.extend(nxt)
+                else:
+                    batch.append(nxt)
             started = time.perf_counter()
             try:
                 seqs = self._commit([e for e, _ in batch], before_commit=release)
@@ -271,6 +299,11 @@ class AuditLog:
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)
             pending.extend(zip([w for _, w in batch], seqs, strict=True))
+            if type(batch[-1][1]) is _LoopWaiter:
+                # An event loop is waiting: wake it now. Its wake-up is one call per batch
+                # and it runs on another thread, so deferring it saves nothing and would
+                # hold the loop's requests for the whole preparation of the next batch.
+                release()
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._insert_cache.get(rows)

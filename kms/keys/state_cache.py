@@ -31,6 +31,10 @@ from kms.keys.model import KeyRecord, KeyStore
 from kms.keys.registry import NOTIFY_CHANNEL, Registry
 
 DEFAULT_INTERVAL_S = 0.25
+# FileEpoch: one request asks for the epoch several times (store, key, credentials); a
+# stat() result this fresh is reused. Another process's revoke is seen this much later at
+# most (the bound is 1 s); this process's own changes are seen at once (observe/remember).
+STAT_REUSE_S = 0.002
 
 
 class EpochSource(Protocol):
@@ -112,15 +116,20 @@ class FileEpoch:
         self._seen: tuple[int, int, int] | None = None
         self._value = -1
         self._checked = float("-inf")
+        self._stat_at = float("-inf")
 
     def current(self) -> int:
-        ident = self._file.identity()
         now = time.monotonic()
+        if now - self._stat_at < STAT_REUSE_S and now - self._checked < self._interval:
+            return self._value  # the file was stat()ed and matched a moment ago
+        ident = self._file.identity()
         if ident == self._seen and now - self._checked < self._interval:
+            self._stat_at = now
             return self._value
         with self._lock:
             value = self._registry.epoch()
             self._seen, self._value, self._checked = ident, value, now
+            self._stat_at = now
             return value
 
     def observe(self, epoch: int) -> None:

@@ -1,4 +1,5 @@
-"""The XKS HTTP edge: raw Starlette endpoints (no FastAPI body parsing on the hot path).
+"""The XKS HTTP edge: a raw ASGI front door (no FastAPI middleware, routing or body
+parsing on the hot path; :class:`kms.app.KmsApp` hands it every path under ``/kms/xks/v1/``).
 
 The request is read with a hard size cap and handed to :class:`XksHandler`: on the event
 loop itself when everything it needs is cached (pure CPU work and one HSM call, the bound
@@ -15,10 +16,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from kms import metrics
+from kms.admin.observability import ACCESS_LOG_ALL, XKS_ROUTE, request_id_from
 from kms.audit.log import AuditLog
 from kms.db.engine import WouldBlock, non_blocking
 from kms.errors import (
@@ -28,9 +32,11 @@ from kms.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
+from kms.logging import get_logger
 from kms.xks import wire
 from kms.xks.handler import XksHandler, XksRequest
 
+log = get_logger("kms.http")
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 5.0
 JSON = "application/json"
@@ -51,40 +57,54 @@ class XksEndpoint:
         self.observe = observe
         self.inline = inline
 
-    async def handle_request(self, request: Request) -> Response:
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The whole XKS request as one ASGI call: what RequestObservability and the
+        FastAPI stack would do for it (request id, metrics, the error log line), without
+        their per-request layers."""
         started = time.perf_counter()
-        status, body, name = await self._handle(request)
-        if self.observe is not None:
-            self.observe(name, status, time.perf_counter() - started)
-        return _json(status, body)
+        request_id = request_id_from(scope)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status, name = 500, "unknown"
+        try:
+            status, body, name = await self._handle_scope(scope, receive)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"x-request-id", request_id.encode("ascii"))]})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            seconds = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(name, status, seconds)
+            metrics.observe_http(XKS_ROUTE, str(scope.get("method", "")), status)
+            if status >= 400 or ACCESS_LOG_ALL:
+                # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
+                getattr(log, "warning" if status >= 500 else "info")(
+                    "http_request", method=str(scope.get("method", "")), route=XKS_ROUTE,
+                    status=status, duration_ms=round(seconds * 1000, 3), operation=name)
+            structlog.contextvars.unbind_contextvars("request_id")
 
-    async def _handle(self, request: Request) -> tuple[int, bytes, str]:
-        declared = request.headers.get("content-length")
+    async def _handle_scope(self, scope: Scope, receive: Receive) -> tuple[int, bytes, str]:
+        declared = None
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                declared = v
+                break
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             return (*wire.error_body_for(UnsupportedOperationError(
                 "the request body is larger than supported")), "oversize")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):  # a slow client is cut off
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        return (*wire.error_body_for(UnsupportedOperationError(
-                            "the request body is larger than supported")), "oversize")
-                    chunks.append(chunk)
-        except TimeoutError:
-            return (*wire.error_body_for(ValidationError(
-                "the request body was not received in time")), "slow-body")
-        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        body = await _read_body(receive)
+        if isinstance(body, tuple):
+            return body
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        client = scope.get("client")
         req = XksRequest(
-            method=request.method,
+            method=scope["method"],
             raw_path=raw_path.decode("latin-1"),
-            query=request.scope.get("query_string", b"").decode("latin-1"),
-            headers=[(k.decode("latin-1"), v.decode("latin-1"))
-                     for k, v in request.scope["headers"]],
-            body=b"".join(chunks),
-            source=request.client.host if request.client else "")
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            body=body,
+            source=client[0] if client else "")
         try:
             resp = None
             if self.inline:
@@ -115,11 +135,43 @@ class XksEndpoint:
         self.pool.shutdown(wait=False)
 
 
-def xks_routes(endpoint: XksEndpoint) -> list[Route]:
-    methods = ["POST", "GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-    return [Route("/{prefix:path}/kms/xks/v1/{rest:path}", endpoint.handle_request,
-                  methods=methods,
-                  include_in_schema=False)]
+async def _read_body(receive: Receive) -> bytes | tuple[int, bytes, str]:
+    """The request body, or the XKS error to answer: over MAX_BODY_BYTES, or not complete
+    within BODY_TIMEOUT_S (a slow client), or the client went away."""
+    cycle = getattr(receive, "__self__", None)
+    if (getattr(cycle, "more_body", True) is False
+            and not getattr(cycle, "waiting_for_100_continue", True)):
+        # uvicorn has the whole body already (the usual case): receive() returns at once,
+        # so no timer is needed (it costs a few percent of the request).
+        message = await receive()
+        if message["type"] == "http.request":
+            body = bytes(message.get("body", b""))
+            if len(body) > MAX_BODY_BYTES:
+                return (*wire.error_body_for(UnsupportedOperationError(
+                    "the request body is larger than supported")), "oversize")
+            return body
+        return (*wire.error_body_for(ValidationError("the request body was not received")),
+                "slow-body")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):  # a slow client is cut off
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return (*wire.error_body_for(ValidationError(
+                        "the request body was not received")), "slow-body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return (*wire.error_body_for(UnsupportedOperationError(
+                        "the request body is larger than supported")), "oversize")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        return (*wire.error_body_for(ValidationError(
+            "the request body was not received in time")), "slow-body")
 
 
 async def unknown_path(request: Request, exc: Exception) -> Response:
