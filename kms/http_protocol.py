@@ -10,10 +10,44 @@ connection is closed. The body has its own deadline in kms/xks/routes.py.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEADER_TIMEOUT_S = 5.0
+
+
+class CorkedTransport:
+    """A transport whose writes made in one event-loop step leave in one ``send``.
+
+    uvicorn writes the status line and headers, then the body, as two writes: two system
+    calls and two segments for the client to read. Here they are joined and written when
+    the loop finishes the step (``call_soon``), and before the transport closes.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending = []
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # everything else: the real transport
+        return getattr(self._transport, name)
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -35,6 +69,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm()
 
     def on_message_begin(self) -> None:

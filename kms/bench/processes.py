@@ -78,9 +78,7 @@ class EchoProcess:
     def __init__(self) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "kms.bench.echo_app:app", "--port",
-             str(self.port), "--loop", "uvloop", "--http", "httptools", "--log-level",
-             "warning", "--no-access-log"],
+            [sys.executable, "-m", "kms.bench.echo_app", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{self.port}/docs", self.proc)
 
