@@ -63,8 +63,30 @@ def encode_context(context: Mapping[str, str]) -> bytes:
     return encoded
 
 
+# Digests of recently seen small contexts (applications reuse a handful: tenant, purpose),
+# keyed by the pairs in the caller's order. Only pairs of exact ``str`` that passed
+# encode_context are stored; bounded in entries and in size per entry.
+_MEMO: dict[tuple[tuple[str, str], ...], bytes] = {}
+_MEMO_ENTRIES = 1024
+_MEMO_MAX_ENCODED = 512
+
+
 def context_digest(context: Mapping[str, str]) -> bytes:
     """SHA-256 of :func:`encode_context` (32 bytes): what the blob format binds."""
     if not context and isinstance(context, Mapping):
         return EMPTY_CONTEXT_DIGEST
-    return hashlib.sha256(encode_context(context)).digest()
+    try:
+        memo_key: tuple[tuple[str, str], ...] | None = tuple(context.items())
+        cached = _MEMO.get(memo_key)  # type: ignore[arg-type]
+    except (AttributeError, TypeError):  # not a mapping, or unhashable values: no memo
+        memo_key, cached = None, None
+    if cached is not None:
+        return cached
+    encoded = encode_context(context)  # validates (raises ValidationError)
+    digest = hashlib.sha256(encoded).digest()
+    if (memo_key is not None and len(encoded) <= _MEMO_MAX_ENCODED
+            and all(type(k) is str and type(v) is str for k, v in memo_key)):
+        if len(_MEMO) >= _MEMO_ENTRIES:
+            _MEMO.clear()
+        _MEMO[memo_key] = digest
+    return digest

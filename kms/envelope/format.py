@@ -156,6 +156,29 @@ def encode_header(
     wrapped: WrappedKey, message_id: bytes, commitment: bytes, frame_size: int
 ) -> bytes:
     """The header bytes; ``frame_size`` 0 means a non-framed blob."""
+    if len(message_id) != MESSAGE_ID_LEN or len(commitment) != COMMITMENT_LEN:
+        raise ValueError("message id and commitment must be 32 bytes")
+    if not 0 <= frame_size <= MAX_FRAME_SIZE:
+        raise ValueError(f"frame size must be 1-{MAX_FRAME_SIZE}")
+    memo_key = (wrapped, bool(frame_size))
+    prefix = _PREFIX_MEMO.get(memo_key)
+    if prefix is None:
+        prefix = _header_prefix(wrapped, bool(frame_size))
+        if len(_PREFIX_MEMO) >= _PREFIX_MEMO_ENTRIES:
+            _PREFIX_MEMO.clear()
+        _PREFIX_MEMO[memo_key] = prefix
+    if frame_size:
+        return b"".join((prefix, message_id, commitment, _U32.pack(frame_size)))
+    return prefix + message_id + commitment
+
+
+# Header prefixes (everything up to the message id) of recently used wrapped keys: with the
+# data-key cache, one wrapped key serves many blobs. WrappedKey is frozen and hashable.
+_PREFIX_MEMO: dict[tuple[WrappedKey, bool], bytes] = {}
+_PREFIX_MEMO_ENTRIES = 256
+
+
+def _header_prefix(wrapped: WrappedKey, framed: bool) -> bytes:
     if not is_valid_id(wrapped.keyring_id, MAX_KEYRING_ID_LEN):
         raise ValueError("keyring id must be 1-64 printable ASCII characters")
     if not is_valid_id(wrapped.key_id, MAX_KEY_ID_LEN):
@@ -164,18 +187,14 @@ def encode_header(
         raise ValueError("key version must fit in 32 bits")
     if not 0 < len(wrapped.wrapped) <= MAX_WRAPPED_KEY_LEN:
         raise ValueError(f"wrapped key must be 1-{MAX_WRAPPED_KEY_LEN} bytes")
-    if len(message_id) != MESSAGE_ID_LEN or len(commitment) != COMMITMENT_LEN:
-        raise ValueError("message id and commitment must be 32 bytes")
-    if not 0 <= frame_size <= MAX_FRAME_SIZE:
-        raise ValueError(f"frame size must be 1-{MAX_FRAME_SIZE}")
     keyring_id = wrapped.keyring_id.encode("ascii")
     key_id = wrapped.key_id.encode("ascii")
-    parts = [
+    return b"".join((
         _PREFIX.pack(
             MAGIC,
             FORMAT_VERSION,
             SUITE_AES256GCM_HKDF_SHA256_COMMIT,
-            FLAG_FRAMED if frame_size else 0,
+            FLAG_FRAMED if framed else 0,
         ),
         bytes((len(keyring_id),)),
         keyring_id,
@@ -183,12 +202,7 @@ def encode_header(
         key_id,
         _VERSION_AND_WRAPPED_LEN.pack(wrapped.key_version, len(wrapped.wrapped)),
         wrapped.wrapped,
-        message_id,
-        commitment,
-    ]
-    if frame_size:
-        parts.append(_U32.pack(frame_size))
-    return b"".join(parts)
+    ))
 
 
 def parse_header(blob: bytes) -> EnvelopeHeader:
