@@ -15,12 +15,39 @@ from pathlib import Path
 _DONE = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
+  local totals = {}
+  for _, t in ipairs(threads) do
+    local s = t:get("statuses")
+    if s then
+      for k, v in pairs(s) do totals[k] = (totals[k] or 0) + v end
+    end
+  end
+  local answers = {}
+  for k, v in pairs(totals) do answers[#answers + 1] = string.format('"%s":%d', k, v) end
   io.write(string.format(
     '\nWRKJSON {"requests":%d,"duration_us":%d,"status_errors":%d,"socket_errors":%d,' ..
-    '"p50_us":%d,"p99_us":%d}\n',
+    '"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"answers":{%s}}\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    table.concat(answers, ",")))
 end
+"""
+# Optional: count answers by status and XKS errorName (wrk then reads every body, which
+# costs it some speed), and pace each connection (a delay before each request, in ms).
+_CLASSIFY = r"""
+statuses = {}
+response = function(status, headers, body)
+  local k = tostring(status)
+  if status ~= 200 then
+    local name = string.match(body or "", '"errorName"%s*:%s*"(%w+)"')
+    k = k .. " " .. (name or "?")
+  end
+  statuses[k] = (statuses[k] or 0) + 1
+end
+"""
+_THREADS = r"""
+threads = {}
+setup = function(thread) table.insert(threads, thread) end
 """
 
 
@@ -39,6 +66,9 @@ class LoadResult:
     p99_ms: float
     requests: int
     errors: int
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
+    answers: dict[str, int] | None = None  # "200", "400 InvalidStateException", ...
 
     def to_json(self) -> dict[str, float]:
         return {"rps": round(self.rps, 1), "p50_ms": round(self.p50_ms, 3),
@@ -53,8 +83,14 @@ def _lua_string(data: str) -> str:
     return f"[{'=' * level}[{data}]{'=' * level}]"
 
 
-def script(requests: Sequence[Prepared]) -> str:
-    lines = ["local raw = {}"]
+def script(requests: Sequence[Prepared], *, classify: bool = False,
+           delay_ms: float = 0.0) -> str:
+    lines = ["local raw = {}", _THREADS]
+    if classify:
+        lines.append(_CLASSIFY)
+    if delay_ms > 0:  # uniform in [delay/2, 3 delay/2]: connections do not fire in step
+        lo, hi = max(0, round(delay_ms / 2)), max(1, round(delay_ms * 3 / 2))
+        lines.append(f"delay = function() return math.random({lo}, {hi}) end")
     for r in requests:
         headers = "{" + ", ".join(f"[ {_lua_string(k)} ] = {_lua_string(v)}"
                                   for k, v in r.headers.items()) + "}"
@@ -81,10 +117,12 @@ def available() -> bool:
 
 
 def run(url: str, requests: Sequence[Prepared], *, seconds: int, connections: int = 32,
-        threads: int = 2) -> LoadResult:
+        threads: int = 2, classify: bool = False, delay_ms: float = 0.0) -> LoadResult:
+    """``delay_ms`` paces each connection: about connections * 1000 / (delay_ms + latency)
+    requests/s in all."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "load.lua"
-        path.write_text(script(requests))
+        path.write_text(script(requests, classify=classify, delay_ms=delay_ms))
         out = subprocess.run(
             ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
              "-s", str(path), url], capture_output=True, text=True, check=True).stdout
@@ -93,4 +131,6 @@ def run(url: str, requests: Sequence[Prepared], *, seconds: int, connections: in
     seconds_run = data["duration_us"] / 1e6
     return LoadResult(rps=data["requests"] / seconds_run, p50_ms=data["p50_us"] / 1000,
                       p99_ms=data["p99_us"] / 1000, requests=data["requests"],
-                      errors=data["status_errors"] + data["socket_errors"])
+                      errors=data["status_errors"] + data["socket_errors"],
+                      p999_ms=data["p999_us"] / 1000, max_ms=data["max_us"] / 1000,
+                      answers=data["answers"] if classify else None)

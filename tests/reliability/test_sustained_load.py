@@ -1,16 +1,19 @@
 """Issue 9 item 6: sustained XKS load with revocation cycles.
 
-CI version: 60 s at a paced RATE of encrypts and decrypts (half each) from 4 client threads,
-one revoke/enable cycle every 20 s (``kms keys revoke`` / ``enable`` from another process,
-as an operator would). Expected: no error but InvalidStateException, and that only while the
-key is revoked; p99 measured (and held to AWS's 250 ms budget); server RSS growth under 10 %
-between the 10th and the last second; the exported audit log verifies and holds every
-acknowledged request.
+Two drivers:
 
-Soak version (not in CI): ``KMS_SOAK=1 .venv/bin/pytest -s -k soak tests/reliability``, 10
-minutes, one cycle a minute, at KMS_SOAK_RATE (default 1000/s, issue 9's figure; this
-2-core machine does not reach it with a Python client on the same cores: the test then
-fails on the achieved rate and prints it, which is the honest result).
+* ``run_sustained`` (60 s in CI): a Python client (4 threads, botocore signing per request)
+  paced at RATE; every answer is checked by request id: no error but
+  InvalidStateException, and that only while the key is revoked; every acknowledged
+  request id is in the verified audit export.
+* ``run_wrk_sustained``: wrk replaying pre-signed requests (encrypts and decrypts
+  alternating, re-signed every 2 minutes to stay in the SigV4 window), 32 connections
+  paced to ~1,000 requests/s, answers counted by status and errorName, one revoke/enable
+  cycle per ``cycle_s`` from another process (``kms keys revoke`` / ``enable``), server RSS
+  from the 10th second to the end, the audit export verified and holding at least as many
+  successful XKS records as wrk saw 200s. 60 s in CI (the rate and the 25 ms p99 printed,
+  not asserted); the 10-minute soak (``KMS_SOAK=1 .venv/bin/pytest -s -k soak
+  tests/reliability``) asserts them too.
 """
 
 from __future__ import annotations
@@ -18,14 +21,23 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from kms.bench import wrk
 from tests.reliability.conftest import Served
 from tests.reliability.harness import (
+    AAD,
     ENV_SOAK,
+    PLAINTEXT,
     Load,
+    Signer,
+    decrypt_body,
+    encrypt_body,
     export_and_verify,
     kinds,
     percentile,
@@ -104,7 +116,125 @@ def test_sustained_load_60s(served: Served, tmp_path: Path) -> None:
     run_sustained(served, tmp_path, seconds=60, rate=RATE, cycle_s=20)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not wrk.available(), reason="wrk not installed (make install)")
+def test_sustained_wrk_60s(served: Served, tmp_path: Path) -> None:
+    """Issue 9's load shape for one minute: wrk at a paced ~1,000 requests/s. Functional
+    properties are asserted; the rate and the 25 ms p99 are measured and printed (targets
+    are the soak's and the benchmark's business, not a unit test's)."""
+    run_wrk_sustained(served, tmp_path, seconds=60, rate=WRK_RATE, cycle_s=20, strict=False)
+
+
 @pytest.mark.skipif(not ENV_SOAK, reason="10-minute soak: set KMS_SOAK=1")
 def test_sustained_load_soak_10min(served: Served, tmp_path: Path) -> None:
-    run_sustained(served, tmp_path, seconds=600,
-                  rate=float(os.environ.get("KMS_SOAK_RATE", "1000")), cycle_s=60)
+    """The issue's soak, asserted in full: 10 minutes at ~1,000 requests/s (wrk, paced),
+    one revoke/enable cycle a minute, p99 under 25 ms, RSS growth under 10 %."""
+    run_wrk_sustained(served, tmp_path, seconds=600,
+                      rate=float(os.environ.get("KMS_SOAK_RATE", str(WRK_RATE))),
+                      cycle_s=60, strict=True)
+
+
+WRK_RATE = 1000.0
+WRK_CONNECTIONS = 32
+SEGMENT_S = 120  # pre-signed requests are replayed for at most this long (SigV4: 5 min)
+P99_TARGET_MS = 25.0
+
+
+def _presigned(served: Served, n: int) -> list[wrk.Prepared]:
+    """n requests, encrypts and decrypts alternating, each with its own kmsRequestId."""
+    srv = served.srv
+    signer = Signer(srv.xks_endpoint, served.akid, served.secret)
+    cts = seeds(srv, served.akid, served.secret, served.key)
+    out = []
+    for i in range(n):
+        rid = str(uuid.uuid4())
+        if i % 2:
+            body = decrypt_body(served.key, rid, cts[i % len(cts)], AAD)
+            url, headers, data = signer.sign(f"/keys/{served.key}/decrypt", body)
+        else:
+            body = encrypt_body(served.key, rid, PLAINTEXT, AAD)
+            url, headers, data = signer.sign(f"/keys/{served.key}/encrypt", body)
+        out.append(wrk.Prepared("POST", urlsplit(url).path, headers, data))
+    return out
+
+
+def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: float,
+                      cycle_s: float, strict: bool) -> None:
+    srv = served.srv
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    delay_ms = max(0.0, WRK_CONNECTIONS * 1000 / rate - 10.0)  # ~10 ms answers at this load
+    windows: list[tuple[float, float]] = []
+    rss: dict[str, int] = {}
+    stop = threading.Event()
+
+    def operator() -> None:
+        n = 0
+        while not stop.wait(cycle_s - 2.0 if n == 0 else cycle_s - 1.0):
+            n += 1
+            t0 = time.monotonic()
+            srv.cli("keys", "revoke", "--reason", f"soak cycle {n}", served.key)
+            time.sleep(1.0)
+            srv.cli("keys", "enable", served.key)
+            windows.append((t0, time.monotonic()))
+
+    def sample_rss() -> None:
+        if not stop.wait(10):
+            rss["t10"] = rss_kb(pid)
+
+    results: list[wrk.LoadResult] = []
+    start = time.monotonic()
+    threads = [threading.Thread(target=operator, daemon=True),
+               threading.Thread(target=sample_rss, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        left = seconds
+        while left > 0:
+            segment = min(SEGMENT_S, left)
+            requests = _presigned(served, 2000)
+            results.append(wrk.run(srv.xks_endpoint, requests, seconds=segment,
+                                   connections=WRK_CONNECTIONS, threads=2, classify=True,
+                                   delay_ms=delay_ms))
+            left -= segment
+        rss["end"] = rss_kb(pid)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    elapsed = time.monotonic() - start
+    answers: Counter[str] = Counter()
+    for r in results:
+        answers.update(r.answers or {})
+    total = sum(r.requests for r in results)
+    achieved = total / sum(r.requests / r.rps for r in results)
+    p99 = max(r.p99_ms for r in results)
+    growth = (rss["end"] - rss["t10"]) / rss["t10"]
+    socket_errors = sum(r.errors for r in results) - sum(
+        n for k, n in answers.items() if k != "200")
+    revoked = answers.get("400 InvalidStateException", 0)
+    unexpected = {k: n for k, n in answers.items()
+                  if k not in ("200", "400 InvalidStateException")}
+    audit = export_and_verify(srv, tmp_path / "export")
+    ok_records = sum(1 for r in audit.records
+                     if r["outcome"] == "ok" and r["op"] in ("xks.encrypt", "xks.decrypt"))
+    revoked_s = sum(b - a for a, b in windows)
+    print(f"\nsustained (wrk, {WRK_CONNECTIONS} connections, {delay_ms:.0f} ms mean pause): "
+          f"{elapsed:.0f} s, target {rate:.0f}/s, achieved {achieved:.0f}/s, requests={total} "
+          f"{dict(answers)}, socket errors={socket_errors}; revoke/enable cycles="
+          f"{len(windows)} ({revoked_s:.1f} s revoked); latency ms p50="
+          f"{max(r.p50_ms for r in results):.1f} p99={p99:.1f} (target {P99_TARGET_MS:.0f}) "
+          f"p99.9={max(r.p999_ms for r in results):.1f} max="
+          f"{max(r.max_ms for r in results):.1f}; RSS {rss['t10']} -> {rss['end']} KiB "
+          f"({growth:+.1%}); records verified={audit.report['record_count']}, xks ok records="
+          f"{ok_records} >= acknowledged {answers.get('200', 0)}")
+    assert len(windows) >= int(seconds // cycle_s) - 1
+    assert unexpected == {} and socket_errors == 0
+    assert revoked > 0  # revocation did bite ...
+    assert revoked <= (revoked_s + 1.0 * len(windows)) * achieved * 1.5  # ... only then
+    assert ok_records >= answers.get("200", 0)  # every acknowledged request is recorded
+    assert p99 < P99_LIMIT_MS
+    assert growth < 0.10
+    if strict:
+        assert achieved >= 0.95 * rate, f"achieved {achieved:.0f}/s of {rate:.0f}/s"
+        assert p99 <= P99_TARGET_MS, f"p99 {p99:.1f} ms"
