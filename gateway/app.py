@@ -15,7 +15,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.errors import (
+    GatewayError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+)
 from gateway.proxy import Proxy
 from gateway.rate_limits import RateLimits
 from gateway.routes import make_routes
@@ -51,6 +56,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
             return _error(NotFoundError("Unknown path."))
+        if exc.status_code == 405:  # Starlette's routing sets Allow: the path's methods
+            return _error(MethodNotAllowedError("Method not allowed for this path.",
+                                                dict(exc.headers or {})))
         return _error(InvalidRequestError(str(exc.detail)))
 
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:

@@ -34,6 +34,12 @@ class NotFoundError(GatewayError):
     status, type, code = 404, "invalid_request_error", "not_found"
 
 
+class MethodNotAllowedError(GatewayError):
+    """A method the path does not have; carries the path's ``Allow`` header."""
+
+    status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
 class ConflictError(GatewayError):
     status, type, code = 409, "invalid_request_error", "conflict"
 

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import InvalidRequestError
+from gateway.openapi import openapi_json
 from gateway.proxy import Proxy
 
 MAX_BODY = 8 << 20
@@ -40,4 +41,5 @@ def make_routes(proxy: Proxy) -> list[Route]:
 
     return [Route("/healthz", healthz, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/openapi.json", openapi_json, methods=["GET"])]

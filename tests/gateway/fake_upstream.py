@@ -4,6 +4,9 @@
   or as SSE (with usage when ``stream_options.include_usage``); a message containing
   ``SLOW`` streams 100 chunks 0.1 s apart (to test client disconnects).
 - ``GET /v1/models``: three models.
+- A chat body it cannot answer (``messages`` not a non-empty array of objects) gets 400 in
+  OpenAI's error shape, as a provider answers it (so a gateway that forwards it unchecked
+  relays that 400); a message without ``content`` counts as empty.
 - Every request's ``Authorization`` header (``authorizations``) and every chat body
   (``bodies``) is recorded; a key containing ``fail-429``
   gets 429 and one containing ``fail-500`` gets 500 (to test failover).
@@ -74,7 +77,14 @@ class FakeUpstream:
                 return r
             body = await request.json()
             self.bodies.append(body)
-            prompt = str(body["messages"][-1]["content"])
+            messages = body.get("messages") if isinstance(body, dict) else None
+            if (not isinstance(messages, list) or not messages
+                    or not isinstance(messages[-1], dict)):
+                return JSONResponse({"error": {
+                    "message": "'messages' must be a non-empty array of objects",
+                    "type": "invalid_request_error", "code": None, "param": "messages"}},
+                    status_code=400)
+            prompt = str(messages[-1].get("content") or "")
             text = answer_for(prompt)
             usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 7,
                      "total_tokens": len(prompt.split()) + 7}
@@ -86,7 +96,8 @@ class FakeUpstream:
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": text}}],
                     "usage": usage})
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             slow = "SLOW" in prompt
             return StreamingResponse(self._stream(cid, body["model"], text, usage,
                                                   include_usage, slow),
