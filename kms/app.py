@@ -117,10 +117,9 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     return app
 
 
-def install_xks(app: FastAPI, state: AppState) -> None:
-    """The XKS front door (KmsApp), and the XKS 404 body for every unknown path."""
-    if isinstance(app, KmsApp):
-        app.xks = state.xks
+def install_xks(app: KmsApp, state: AppState) -> None:
+    """The XKS front door, and the XKS 404 body for every other unknown path."""
+    app.xks = state.xks
     app.add_exception_handler(404, unknown_path)
 
 

@@ -35,6 +35,10 @@ class CorkedTransport:
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
 
+    def writelines(self, lines: Any) -> None:  # same queue, so the order is kept
+        for data in lines:
+            self.write(data)
+
     def _flush(self) -> None:
         if self._pending:
             data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)

@@ -72,6 +72,29 @@ def route_template(scope: Scope) -> str:
     return "(unmatched)"
 
 
+def record_request(scope: Scope, status: int, seconds: float) -> None:
+    """Metrics and the ``http_request`` log line of one finished request (also called
+    by the XKS front door, kms/xks/routes.py, which bypasses this middleware)."""
+    route = route_template(scope)
+    method = str(scope.get("method", ""))
+    state: dict[str, Any] = scope.get("state") or {}
+    error_name = state.get(ERROR_STATE)
+    metrics.observe_http(route, method, status)
+    if route.startswith(ADMIN_PREFIX):
+        outcome = str(error_name) if error_name else metrics.outcome_for_status(status)
+        metrics.observe_request(f"{method} {route}", outcome, seconds)
+    if route == XKS_ROUTE and status < 400 and not ACCESS_LOG_ALL:
+        return  # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
+    fields: dict[str, Any] = {"method": method, "route": route, "status": status,
+                              "duration_ms": round(seconds * 1000, 3)}
+    if error_name:
+        fields["error"] = error_name
+    if state.get(ACTOR_STATE):
+        fields["actor"] = state[ACTOR_STATE]
+    level = "warning" if status >= 500 else "info"
+    getattr(log, level)("http_request", **fields)
+
+
 class RequestObservability:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -99,29 +122,8 @@ class RequestObservability:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            self._record(scope, status, seconds)
+            record_request(scope, status, seconds)
             structlog.contextvars.unbind_contextvars("request_id")
-
-    @staticmethod
-    def _record(scope: Scope, status: int, seconds: float) -> None:
-        route = route_template(scope)
-        method = str(scope.get("method", ""))
-        state: dict[str, Any] = scope.get("state") or {}
-        error_name = state.get(ERROR_STATE)
-        metrics.observe_http(route, method, status)
-        if route.startswith(ADMIN_PREFIX):
-            outcome = str(error_name) if error_name else metrics.outcome_for_status(status)
-            metrics.observe_request(f"{method} {route}", outcome, seconds)
-        fields: dict[str, Any] = {"method": method, "route": route, "status": status,
-                                  "duration_ms": round(seconds * 1000, 3)}
-        if error_name:
-            fields["error"] = error_name
-        if state.get(ACTOR_STATE):
-            fields["actor"] = state[ACTOR_STATE]
-        if route == XKS_ROUTE and status < 400 and not ACCESS_LOG_ALL:
-            return  # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
-        level = "warning" if status >= 500 else "info"
-        getattr(log, level)("http_request", **fields)
 
 
 def refresh_gauges(runtime: Runtime) -> None:

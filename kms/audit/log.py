@@ -106,11 +106,7 @@ class _LoopWaiter:
         self.seq = -1
         self.error: BaseException | None = None
 
-    def set_result(self, seq: int) -> None:  # the error paths: wake this one alone
-        self.seq = seq
-        _wake({self.loop: [self]})
-
-    def set_exception(self, error: BaseException) -> None:
+    def set_exception(self, error: BaseException) -> None:  # _fail: wake this one alone
         self.error = error
         _wake({self.loop: [self]})
 
@@ -221,7 +217,8 @@ class AuditLog:
             self._queue.put(outbox)
 
     def submit(self, event: AuditEvent) -> Future[int]:
-        """Queue an event; the future resolves to its seq once durable (for async callers)."""
+        """Queue an event; the future resolves to its seq once durable (for callers that
+        hold a concurrent Future; coroutines use append_async)."""
         fut: Future[int] = Future()
         self._queue.put((event, fut))
         return fut
@@ -242,7 +239,7 @@ class AuditLog:
         def release() -> None:
             by_loop: dict[asyncio.AbstractEventLoop, list[_LoopWaiter]] = {}
             for w, seq in pending:
-                if type(w) is _LoopWaiter:  # woken below, one call per loop
+                if isinstance(w, _LoopWaiter):  # woken below, one call per loop
                     if seq < 0:
                         w.error = DependencyTimeoutError(
                             "the audit record is not valid and was not written")
@@ -299,7 +296,7 @@ class AuditLog:
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)
             pending.extend(zip([w for _, w in batch], seqs, strict=True))
-            if type(batch[-1][1]) is _LoopWaiter:
+            if any(type(w) is _LoopWaiter for _, w in batch):
                 # An event loop is waiting: wake it now. Its wake-up is one call per batch
                 # and it runs on another thread, so deferring it saves nothing and would
                 # hold the loop's requests for the whole preparation of the next batch.

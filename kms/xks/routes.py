@@ -21,8 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from kms import metrics
-from kms.admin.observability import ACCESS_LOG_ALL, XKS_ROUTE, request_id_from
+from kms.admin.observability import record_request, request_id_from
 from kms.audit.log import AuditLog
 from kms.db.engine import WouldBlock, non_blocking
 from kms.errors import (
@@ -32,11 +31,9 @@ from kms.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
-from kms.logging import get_logger
 from kms.xks import wire
 from kms.xks.handler import XksHandler, XksRequest
 
-log = get_logger("kms.http")
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 5.0
 JSON = "application/json"
@@ -76,12 +73,7 @@ class XksEndpoint:
             seconds = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(name, status, seconds)
-            metrics.observe_http(XKS_ROUTE, str(scope.get("method", "")), status)
-            if status >= 400 or ACCESS_LOG_ALL:
-                # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
-                getattr(log, "warning" if status >= 500 else "info")(
-                    "http_request", method=str(scope.get("method", "")), route=XKS_ROUTE,
-                    status=status, duration_ms=round(seconds * 1000, 3), operation=name)
+            record_request(scope, status, seconds)  # what RequestObservability would do
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _handle_scope(self, scope: Scope, receive: Receive) -> tuple[int, bytes, str]:
@@ -91,8 +83,7 @@ class XksEndpoint:
                 declared = v
                 break
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return (*wire.error_body_for(UnsupportedOperationError(
-                "the request body is larger than supported")), "oversize")
+            return _oversize()
         body = await _read_body(receive)
         if isinstance(body, tuple):
             return body
@@ -135,43 +126,46 @@ class XksEndpoint:
         self.pool.shutdown(wait=False)
 
 
+def _oversize() -> tuple[int, bytes, str]:
+    return (*wire.error_body_for(UnsupportedOperationError(
+        "the request body is larger than supported")), "oversize")
+
+
+def _not_received(why: str) -> tuple[int, bytes, str]:
+    return (*wire.error_body_for(ValidationError(f"the request body was not received{why}")),
+            "slow-body")
+
+
 async def _read_body(receive: Receive) -> bytes | tuple[int, bytes, str]:
-    """The request body, or the XKS error to answer: over MAX_BODY_BYTES, or not complete
+    """The request body, or the XKS error to answer: over MAX_BODY_BYTES, not complete
     within BODY_TIMEOUT_S (a slow client), or the client went away."""
     cycle = getattr(receive, "__self__", None)
     if (getattr(cycle, "more_body", True) is False
             and not getattr(cycle, "waiting_for_100_continue", True)):
-        # uvicorn has the whole body already (the usual case): receive() returns at once,
-        # so no timer is needed (it costs a few percent of the request).
-        message = await receive()
-        if message["type"] == "http.request":
-            body = bytes(message.get("body", b""))
-            if len(body) > MAX_BODY_BYTES:
-                return (*wire.error_body_for(UnsupportedOperationError(
-                    "the request body is larger than supported")), "oversize")
-            return body
-        return (*wire.error_body_for(ValidationError("the request body was not received")),
-                "slow-body")
-    chunks: list[bytes] = []
-    size = 0
+        # uvicorn holds the whole body already (the usual case): receive() returns at
+        # once, so no timer is needed (a timer costs a few percent of the request).
+        return await _collect(receive)
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):  # a slow client is cut off
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":  # the client went away
-                    return (*wire.error_body_for(ValidationError(
-                        "the request body was not received")), "slow-body")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    return (*wire.error_body_for(UnsupportedOperationError(
-                        "the request body is larger than supported")), "oversize")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+            return await _collect(receive)
     except TimeoutError:
-        return (*wire.error_body_for(ValidationError(
-            "the request body was not received in time")), "slow-body")
+        return _not_received(" in time")
+
+
+async def _collect(receive: Receive) -> bytes | tuple[int, bytes, str]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return _not_received("")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return _oversize()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def unknown_path(request: Request, exc: Exception) -> Response:

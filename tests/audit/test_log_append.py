@@ -241,3 +241,29 @@ def test_append_async_fails_closed_when_the_writer_fails(tmp_path: Path) -> None
     with pytest.raises(DependencyTimeoutError):
         asyncio.run(log.append_async(_event(0)))
     log.close()
+
+
+def test_append_async_times_out_when_the_writer_hangs(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that hangs (not one that fails) must not hold the request forever: the
+    caller gets DependencyTimeoutError after APPEND_TIMEOUT_S, and the record, committed
+    once the writer moves again, is not lost."""
+    import kms.audit.log as log_module
+
+    monkeypatch.setattr(log_module, "APPEND_TIMEOUT_S", 0.2)
+    log = _log(_engine(tmp_path))
+    gate = threading.Lock()
+    gate.acquire()
+    real = log._commit
+
+    def held(events: list[AuditEvent], before_commit: Any = None) -> list[int]:
+        with gate:
+            return real(events, before_commit)
+
+    log._commit = held  # type: ignore[method-assign]
+    with pytest.raises(DependencyTimeoutError):
+        asyncio.run(log.append_async(_event(0)))
+    gate.release()
+    assert log.append(_event(1)) == 1
+    _check_log(log, 2)
+    log.close()

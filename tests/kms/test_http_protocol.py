@@ -39,11 +39,12 @@ def test_writes_of_one_step_are_joined_in_order() -> None:
         assert real.writes == []  # nothing left yet: the step is not over
         await asyncio.sleep(0)
         corked.write(b"next")
+        corked.writelines([b"-a", b"-b"])
         await asyncio.sleep(0)
         assert corked.get_extra_info("peername") == ("127.0.0.1", 1)  # passed through
         return real.writes
 
-    assert asyncio.run(main()) == [b"HTTP/1.1 200 OK\r\n\r\n{}", b"next"]
+    assert asyncio.run(main()) == [b"HTTP/1.1 200 OK\r\n\r\n{}", b"next-a-b"]
 
 
 def test_close_flushes_before_closing() -> None:

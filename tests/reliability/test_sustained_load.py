@@ -50,6 +50,20 @@ RATE = 100.0  # requests/s the 2-core CI machine sustains beside the other tests
 P99_LIMIT_MS = 250.0
 
 
+def operator(served: Served, cycle_s: float, stop: threading.Event,
+             windows: list[tuple[float, float]]) -> None:
+    """Revoke the key, wait a second, enable it, every ``cycle_s`` until ``stop``, from
+    another process as an operator would; each revoked window goes into ``windows``."""
+    n = 0
+    while not stop.wait(cycle_s - 2.0 if n == 0 else cycle_s - 1.0):
+        n += 1
+        t0 = time.monotonic()
+        served.srv.cli("keys", "revoke", "--reason", f"soak cycle {n}", served.key)
+        time.sleep(1.0)
+        served.srv.cli("keys", "enable", served.key)
+        windows.append((t0, time.monotonic()))
+
+
 def run_sustained(served: Served, tmp_path: Path, *, seconds: float, rate: float,
                   cycle_s: float) -> None:
     srv = served.srv
@@ -62,19 +76,10 @@ def run_sustained(served: Served, tmp_path: Path, *, seconds: float, rate: float
     rss: dict[str, int] = {}
     stop = threading.Event()
 
-    def operator() -> None:
-        n = 0
-        while not stop.wait(cycle_s - 2.0 if n == 0 else cycle_s - 1.0):
-            n += 1
-            t0 = time.monotonic()
-            srv.cli("keys", "revoke", "--reason", f"soak cycle {n}", served.key)
-            time.sleep(1.0)
-            srv.cli("keys", "enable", served.key)
-            windows.append((t0, time.monotonic()))
-
     start = time.monotonic()
     load.start()
-    ops = threading.Thread(target=operator, daemon=True)
+    ops = threading.Thread(target=operator, args=(served, cycle_s, stop, windows),
+                           daemon=True)
     ops.start()
     wait_until(lambda: time.monotonic() - start >= 10, 20, step=0.5)
     rss["t10"] = rss_kb(pid)
@@ -169,23 +174,14 @@ def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: flo
     rss: dict[str, int] = {}
     stop = threading.Event()
 
-    def operator() -> None:
-        n = 0
-        while not stop.wait(cycle_s - 2.0 if n == 0 else cycle_s - 1.0):
-            n += 1
-            t0 = time.monotonic()
-            srv.cli("keys", "revoke", "--reason", f"soak cycle {n}", served.key)
-            time.sleep(1.0)
-            srv.cli("keys", "enable", served.key)
-            windows.append((t0, time.monotonic()))
-
     def sample_rss() -> None:
         if not stop.wait(10):
             rss["t10"] = rss_kb(pid)
 
     results: list[wrk.LoadResult] = []
     start = time.monotonic()
-    threads = [threading.Thread(target=operator, daemon=True),
+    threads = [threading.Thread(target=operator, args=(served, cycle_s, stop, windows),
+                                daemon=True),
                threading.Thread(target=sample_rss, daemon=True)]
     for t in threads:
         t.start()
