@@ -25,8 +25,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -322,32 +321,25 @@ class Pkcs11Hsm:
         self._reconnects += 1
         return conn
 
-    @contextmanager
-    def _session(self) -> Iterator[tuple[_Connection, _Session]]:
-        with self._lock:
-            conn = self._conn
-            if conn is None or conn.broken or self._generation != self._module.generation:
-                conn = self._reconnect()
-        try:
-            s = conn.free.get(timeout=5.0)
-        except queue.Empty:
-            raise HsmUnavailable("no free HSM session") from None
-        try:
-            yield conn, s
-        finally:
-            conn.free.put(s)
-
     def _run(self, op: Callable[[_Connection, _Session], T]) -> T:
-        """Run ``op`` under the module lock, rebuilding the connection after device errors."""
+        """Run ``op`` under the module lock, rebuilding the connection after device errors.
+
+        One lock acquisition per call: the connection check, taking a session and the
+        call itself all happen under it (every call into the module is serialized anyway,
+        so a session is always free here; the pool only spares sessions)."""
         attempts = 0
         while attempts <= self._max_retries:
-            with self._session() as (conn, s):
+            with self._lock:
+                conn = self._conn
+                if conn is None or conn.broken or self._generation != self._module.generation:
+                    conn = self._reconnect()
+                attempts += 1
                 try:
-                    with self._lock:
-                        if conn is not self._conn or self._generation != self._module.generation:
-                            continue  # the connection was rebuilt or the module reset meanwhile
-                        attempts += 1
-                        return op(conn, s)
+                    s = conn.free.get_nowait()
+                except queue.Empty:  # only a call made from inside a call could see this
+                    raise HsmUnavailable("no free HSM session") from None
+                try:
+                    return op(conn, s)
                 except _CONNECTION_ERRORS:
                     conn.broken = True
                 except pe.ObjectHandleInvalid:
@@ -357,6 +349,8 @@ class Pkcs11Hsm:
                         sess.keys.clear()
                 except _PERMISSION_ERRORS:
                     raise PermissionDenied("the token refused this operation") from None
+                finally:
+                    conn.free.put(s)
         raise HsmUnavailable("the HSM is unavailable")
 
     def _token_reachable(self, conn: _Connection) -> bool:

@@ -96,11 +96,27 @@ def multiprocess_enabled() -> bool:
 
 # -- observing ---------------------------------------------------------------------------
 
+#: labelled children already looked up, by (metric, label values): ``labels()`` takes the
+#: metric's lock and checks every value on each call, a few microseconds per request
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+_MAX_CHILDREN = 4096  # the label sets are bounded (see above); past this, look up each time
+
+
+def _child(metric: Any, *values: str) -> Any:
+    key = (id(metric), values)  # the metrics are module constants: ids stay valid
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = metric.labels(*values)
+        if len(_CHILDREN) < _MAX_CHILDREN:
+            _CHILDREN[key] = child
+    return child
+
+
 def observe_request(endpoint: str, outcome: str, seconds: float) -> None:
     """One request to ``endpoint`` (a fixed name, e.g. ``xks.encrypt`` or an admin route
     template) that ended with ``outcome`` (``ok`` or the errorName)."""
-    REQUESTS.labels(endpoint, outcome).inc()
-    REQUEST_LATENCY.labels(endpoint).observe(seconds)
+    _child(REQUESTS, endpoint, outcome).inc()
+    _child(REQUEST_LATENCY, endpoint).observe(seconds)
     WORKER_REQUESTS.inc()
 
 
@@ -115,11 +131,11 @@ def observe_xks(name: str, status: int, seconds: float) -> None:
 
 
 def observe_http(route: str, method: str, status: int) -> None:
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    _child(HTTP_REQUESTS, route, method, str(status)).inc()
 
 
 def observe_hsm_call(operation: str, outcome: str, seconds: float) -> None:
-    HSM_LATENCY.labels(operation, outcome).observe(seconds)
+    _child(HSM_LATENCY, operation, outcome).observe(seconds)
 
 
 def observe_audit_batch(size: int, seconds: float) -> None:
