@@ -12,7 +12,8 @@ export KMS_HOME ?= $(CURDIR)/var
 install: system-packages $(STAMP)
 
 # Debian packages: SoftHSM2 (the dev/test HSM), PostgreSQL (multi-replica tests), wrk (bench),
-# nginx-light (the TLS front of the replica topology test), curl (SigV4-signed test requests).
+# nginx-light (the TLS front of the replica topology test), curl (SigV4-signed test requests),
+# gcc (builds the fault-injecting PKCS#11 module of tests/reliability/test_hsm_faults.py).
 system-packages:
 	@missing=""; \
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
@@ -20,6 +21,7 @@ system-packages:
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -99,7 +99,8 @@ _PERMISSION_ERRORS: tuple[type[BaseException], ...] = (
 
 # A slow round trip makes the token DEGRADED rather than ACTIVE (XKS healthStatus).
 DEGRADED_LATENCY_MS = 100.0
-# While reconnecting keeps failing, calls fail fast for this long before trying again.
+# While reconnecting keeps failing, or the rebuilt connection fails again at once, calls
+# fail fast for this long before trying again.
 RECONNECT_BACKOFF_S = 0.1
 
 @dataclass
@@ -351,6 +352,11 @@ class Pkcs11Hsm:
                     raise PermissionDenied("the token refused this operation") from None
                 finally:
                     conn.free.put(s)
+        # Still failing on a rebuilt connection (a module that opens sessions but fails
+        # every operation): fail fast for a while instead of rebuilding it again for the
+        # next call (each rebuild is a C_Finalize/C_Initialize and a login).
+        with self._lock:
+            self._next_attempt = time.monotonic() + RECONNECT_BACKOFF_S
         raise HsmUnavailable("the HSM is unavailable")
 
     def _token_reachable(self, conn: _Connection) -> bool:

@@ -1,25 +1,37 @@
-"""Issue 9 item 1: the HSM token vanishes under XKS load, then comes back.
+"""Issue 9 item 1: HSM faults under XKS load, then the HSM comes back.
 
-The fault: the server's SoftHSM token directory is renamed away while 4 threads send
-encrypts and decrypts (shared/facts.md: handles go stale, look-ups fail, listing fails).
-Expected: every failed answer is 503 DependencyTimeoutException inside AWS KMS's 250 ms
-budget (never a 500, never a hang), XKS health says UNAVAILABLE (within its cache
-HEALTH_CACHE_S), /readyz is 503; once the directory is back the same process serves again
-(no restart) and every acknowledged request is in the audit log, which verifies.
+Two faults, while 4 threads send encrypts and decrypts:
+
+* the server's SoftHSM token directory is renamed away (shared/facts.md: handles go stale,
+  look-ups fail, listing fails);
+* the module answers every cryptographic call with CKR_DEVICE_ERROR while slots, sessions
+  and login still work (a failing HSM's crypto engine): ``kms serve`` loads
+  ``pkcs11_fault_shim.c``, a PKCS#11 module built here that forwards to SoftHSM and fails
+  those calls while a fault file exists.
+
+Expected for both: every failed answer is 503 DependencyTimeoutException inside AWS KMS's
+250 ms budget (never a 500, never a hang), XKS health says UNAVAILABLE (within its cache
+HEALTH_CACHE_S), /readyz is 503; once the fault is gone the same process serves again (no
+restart) and every acknowledged request is in the audit log, which verifies.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from kms.client import XksClient
 from kms.xks.handler import HEALTH_CACHE_S
-from tests.reliability.conftest import Served
+from tests.reliability.conftest import KEY, Served
+from tests.reliability.faults import run_across_fault
 from tests.reliability.harness import Load, export_and_verify, kinds, seeds, token_dir, wait_until
+from tests.server import KmsServer
 
 BUDGET_S = 0.250  # AWS KMS's timeout for one proxy call
 FAULT_S = 3.0
@@ -81,3 +93,61 @@ def test_token_removed_under_load_503_fast_then_heals_without_restart(
     audit = export_and_verify(srv, tmp_path / "export")
     acked = {a.rid for a in answers if a.ok}
     assert acked - audit.ok_request_ids == set()
+
+
+SHIM_SOURCE = Path(__file__).with_name("pkcs11_fault_shim.c")
+
+
+@pytest.fixture(scope="module")
+def fault_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler to build the fault-injecting PKCS#11 module: make install")
+    out = tmp_path_factory.mktemp("shim") / "pkcs11_fault_shim.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+                    str(out), str(SHIM_SOURCE), "-ldl"], check=True, capture_output=True)
+    return out
+
+
+def test_device_errors_under_load_503_fast_then_heal_without_restart(
+        fault_shim: Path, softhsm_module: str, tmp_path: Path) -> None:
+    fault = tmp_path / "device-error"
+    srv = KmsServer(extra_env={"KMS_PKCS11_MODULE": str(fault_shim),
+                               "PKCS11_SHIM_MODULE": softhsm_module,
+                               "PKCS11_SHIM_FAULT_FILE": str(fault)})
+    try:
+        srv.cli("keys", "create", KEY)
+        akid, secret = srv.add_credential()
+        srv.start()
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        client = XksClient(srv.xks_endpoint, akid, secret)
+        assert fleet_status(client) == "ACTIVE"
+        seen: dict[str, float] = {}
+
+        def while_faulty() -> None:
+            seen["unavailable_after"] = wait_until(
+                lambda: fleet_status(client) == "UNAVAILABLE", HEALTH_CACHE_S + 1.5)
+            ready = httpx.get(srv.url + "/readyz", timeout=5)
+            assert ready.status_code == 503 and ready.json()["hsm"]["status"] == "UNAVAILABLE"
+
+        run = run_across_fault(srv, akid, secret, KEY, inject=fault.touch, heal=fault.unlink,
+                               hold_s=FAULT_S, during_fault=while_faulty)
+        active_after = wait_until(lambda: fleet_status(client) == "ACTIVE",
+                                  HEALTH_CACHE_S + 1.5)
+        client.close()
+        during, failures = run.during(), run.failures()
+        print(f"\n{run.summary('HSM device errors')}; health UNAVAILABLE after "
+              f"{seen['unavailable_after']:.2f} s, ACTIVE {active_after:.2f} s after the heal")
+        assert during, "no request was sent during the fault"
+        assert {a.error for a in failures} == {"DependencyTimeoutException"}, kinds(failures)
+        assert all(a.status == 503 for a in failures)
+        assert sum(not a.ok for a in during) >= 0.9 * len(during), kinds(during)
+        assert run.max_failure_ms() < BUDGET_S * 1000
+        assert all(a.ok for a in run.settled()), kinds(run.settled())
+        assert srv.proc.pid == pid and srv.proc.poll() is None
+        audit = export_and_verify(srv, tmp_path / "export")
+        acked = {a.rid for a in run.answers if a.ok}
+        assert acked - audit.ok_request_ids == set()
+    finally:
+        srv.stop()
