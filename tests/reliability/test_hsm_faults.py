@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,8 @@ import pytest
 
 from kms.client import XksClient
 from kms.xks.handler import HEALTH_CACHE_S
+from tests.gateway.fake_upstream import FakeUpstream
+from tests.gateway.harness import GatewayProcess
 from tests.reliability.conftest import KEY, Served
 from tests.reliability.faults import run_across_fault
 from tests.reliability.harness import Load, export_and_verify, kinds, seeds, token_dir, wait_until
@@ -109,12 +112,18 @@ def fault_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def faulty_kms(shim: Path, softhsm_module: str, fault: Path, **kwargs: str) -> KmsServer:
+    """``kms init`` + ``serve`` on the fault-injecting module (no fault while ``fault`` is
+    absent)."""
+    return KmsServer(extra_env={"KMS_PKCS11_MODULE": str(shim),
+                                "PKCS11_SHIM_MODULE": softhsm_module,
+                                "PKCS11_SHIM_FAULT_FILE": str(fault)}, **kwargs)
+
+
 def test_device_errors_under_load_503_fast_then_heal_without_restart(
         fault_shim: Path, softhsm_module: str, tmp_path: Path) -> None:
     fault = tmp_path / "device-error"
-    srv = KmsServer(extra_env={"KMS_PKCS11_MODULE": str(fault_shim),
-                               "PKCS11_SHIM_MODULE": softhsm_module,
-                               "PKCS11_SHIM_FAULT_FILE": str(fault)})
+    srv = faulty_kms(fault_shim, softhsm_module, fault)
     try:
         srv.cli("keys", "create", KEY)
         akid, secret = srv.add_credential()
@@ -151,3 +160,49 @@ def test_device_errors_under_load_503_fast_then_heal_without_restart(
         assert acked - audit.ok_request_ids == set()
     finally:
         srv.stop()
+
+
+def test_gateway_answers_its_tenant_503_while_the_hsm_fails(
+        fault_shim: Path, softhsm_module: str, tmp_path: Path) -> None:
+    """With the HSM failing behind the tenant's KMS, the tenant's requests get a clear 503
+    ``customer_key_unreachable`` (not a 500, not the revoked 403) as soon as one needs the
+    KMS, and 200 again once the HSM is back."""
+    fault = tmp_path / "device-error"
+    kms = faulty_kms(fault_shim, softhsm_module, fault, uri_prefix="cmk")
+    upstream = FakeUpstream()
+    gateway = GatewayProcess()
+    try:
+        kms.cli("keys", "create", "tenant-h")
+        akid, secret = kms.add_credential()
+        kms.start()
+        upstream.start()
+        gateway.cli("tenants", "create", "h", "--xks-endpoint", kms.xks_endpoint, "--key-id",
+                    "tenant-h", "--access-key-id", akid, "--check", stdin=secret + "\n")
+        gateway.cli("provider-keys", "add", "h", "--provider", "openai", "--base-url",
+                    upstream.base_url, stdin=f"sk-h-{uuid.uuid4().hex}\n")
+        gateway.start()
+        key = gateway.cli_json("virtual-keys", "create", "h")["key"]
+
+        def post() -> httpx.Response:
+            return httpx.post(gateway.url + "/v1/chat/completions", timeout=20,
+                              json={"model": "gpt-4o",
+                                    "messages": [{"role": "user", "content": "hello"}]},
+                              headers={"Authorization": f"Bearer {key}"})
+
+        assert post().status_code == 200
+        fault.touch()
+        try:
+            cut_off = wait_until(lambda: post().status_code == 503, 10)
+            refused = post()
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "customer_key_unreachable"
+        finally:
+            fault.unlink()
+        back = wait_until(lambda: post().status_code == 200, 10)
+        print(f"\ngateway over a failing HSM: 503 customer_key_unreachable {cut_off:.2f} s "
+              f"after the fault began, 200 again {back:.2f} s after it ended")
+        assert "Traceback" not in gateway.log()
+    finally:
+        gateway.stop()
+        upstream.stop()
+        kms.stop()
