@@ -13,6 +13,7 @@ from hsm.errors import (
     KeyNotFound,
     MechanismUnsupported,
     PermissionDenied,
+    RebuildDeferred,
 )
 from hsm.interface import Hsm
 from hsm.pin import Pin, load_pin
@@ -34,5 +35,6 @@ __all__ = [
     "MechanismUnsupported",
     "PermissionDenied",
     "Pin",
+    "RebuildDeferred",
     "load_pin",
 ]

@@ -37,3 +37,10 @@ class InvalidCiphertext(HsmError):
 
 class PermissionDenied(HsmError):
     """The token refused the operation for this key (usage not permitted, not logged in)."""
+
+
+class RebuildDeferred(Exception):
+    """Inside :func:`hsm.pkcs11_hsm.no_rebuild`, the call would first have to rebuild the
+    connection (finalize and initialize the module, log in, open sessions: tens of ms, all
+    other calls waiting). Nothing was attempted; retry the call where blocking is allowed.
+    Not an :class:`HsmError`: nothing has failed."""

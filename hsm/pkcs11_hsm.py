@@ -20,12 +20,13 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -49,6 +50,7 @@ from hsm.errors import (
     KeyNotFound,
     MechanismUnsupported,
     PermissionDenied,
+    RebuildDeferred,
 )
 from hsm.pin import Pin
 from hsm.types import (
@@ -102,6 +104,23 @@ DEGRADED_LATENCY_MS = 100.0
 # While reconnecting keeps failing, or the rebuilt connection fails again at once, calls
 # fail fast for this long before trying again.
 RECONNECT_BACKOFF_S = 0.1
+
+_NO_REBUILD: contextvars.ContextVar[bool] = contextvars.ContextVar("hsm_no_rebuild",
+                                                                  default=False)
+
+
+@contextlib.contextmanager
+def no_rebuild() -> Iterator[None]:
+    """Calls made inside raise :class:`RebuildDeferred` instead of rebuilding a broken
+    connection themselves: for a caller that must not block that long (an event loop),
+    which then retries the call on a worker thread. While the rebuild is backing off
+    (RECONNECT_BACKOFF_S) calls still fail fast with HsmUnavailable, as everywhere."""
+    token = _NO_REBUILD.set(True)
+    try:
+        yield
+    finally:
+        _NO_REBUILD.reset(token)
+
 
 @dataclass
 class _ModuleState:
@@ -333,6 +352,8 @@ class Pkcs11Hsm:
             with self._lock:
                 conn = self._conn
                 if conn is None or conn.broken or self._generation != self._module.generation:
+                    if _NO_REBUILD.get() and time.monotonic() >= self._next_attempt:
+                        raise RebuildDeferred()
                     conn = self._reconnect()
                 attempts += 1
                 try:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hsm import GcmCiphertext, HealthStatus
+from hsm import GcmCiphertext, HealthStatus, RebuildDeferred
 from hsm.interface import Hsm
 from kms.audit.event import AuditEvent, context_hash
 from kms.audit.record import Actor, ActorKind, DetailValue, Operation, Outcome
@@ -192,7 +192,7 @@ class XksHandler:
             body = self._dispatch(name, call, req.body)
         except KmsError as exc:
             return self._error(exc, call, started, name)
-        except WouldBlock:
+        except (WouldBlock, RebuildDeferred):
             raise  # the edge reruns the request on a worker thread
         except Exception:  # never a stack trace to the caller
             return self._error(InternalError("internal error"), call, started, name)

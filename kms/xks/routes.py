@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from hsm import RebuildDeferred
+from hsm.pkcs11_hsm import no_rebuild
 from kms.admin.observability import record_request, request_id_from
 from kms.audit.log import AuditLog
 from kms.db.engine import WouldBlock, non_blocking
@@ -101,11 +103,13 @@ class XksEndpoint:
             if self.inline:
                 # Fast path on the loop: pure CPU work and at most one HSM call. Anything
                 # that would read the database (a cache miss) raises WouldBlock before any
-                # HSM call, and the request then runs on a worker thread instead.
+                # HSM call, and an HSM call that would first have to rebuild the connection
+                # (after a device error) raises RebuildDeferred: the request then runs on a
+                # worker thread instead, and the loop never waits for either.
                 try:
-                    with non_blocking():
+                    with non_blocking(), no_rebuild():
                         resp = self.handler.process(req)
-                except WouldBlock:
+                except (WouldBlock, RebuildDeferred):
                     resp = None
             if resp is None:
                 loop = asyncio.get_running_loop()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hsm import AesUsage, HealthStatus, HsmUnavailable, Pin
+from hsm import AesUsage, HealthStatus, HsmUnavailable, Pin, RebuildDeferred, pkcs11_hsm
 from hsm.aio import AsyncHsm
-from hsm.pkcs11_hsm import Pkcs11Hsm
+from hsm.pkcs11_hsm import Pkcs11Hsm, no_rebuild
 from tests.conftest import TEST_PIN
 
 
@@ -119,3 +119,47 @@ def test_token_disappears_and_comes_back(
             time.sleep(0.05)
     assert hsm.probe("health").status is HealthStatus.ACTIVE
     assert hsm.reconnects >= 1
+
+
+def test_no_rebuild_defers_a_due_rebuild_to_the_caller(
+    make_token: Callable[[], str], softhsm_module: str, softhsm_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event loop must not wait for a module re-initialization: inside no_rebuild() a
+    call that would rebuild the connection raises RebuildDeferred at once (nothing tried);
+    while the rebuild is backing off it fails fast as usual; outside, the call rebuilds."""
+    backoff = 1.0  # long enough that the steps below cannot outlast it on a slow machine
+    monkeypatch.setattr(pkcs11_hsm, "RECONNECT_BACKOFF_S", backoff)
+    label = make_token()
+    hsm = Pkcs11Hsm(softhsm_module, label, Pin(TEST_PIN))
+    hsm.generate_aes_key("k", [AesUsage.ENCRYPT, AesUsage.DECRYPT])
+    with no_rebuild():
+        assert hsm.decrypt("k", *_parts(hsm.encrypt("k", b"fine", b"")), b"") == b"fine"
+
+    directory = token_directory(softhsm_dir, label)
+    parked = tmp_path / "parked"
+    os.rename(directory, parked)
+    try:
+        with pytest.raises(HsmUnavailable):
+            hsm.encrypt("k", b"during", b"")  # finds the token gone: connection broken
+        with no_rebuild(), pytest.raises(RebuildDeferred):
+            hsm.encrypt("k", b"during", b"")  # a rebuild is due: deferred, not tried
+        with pytest.raises(HsmUnavailable):
+            hsm.encrypt("k", b"during", b"")  # outside: the rebuild fails, back-off starts
+        with no_rebuild(), pytest.raises(HsmUnavailable):
+            hsm.encrypt("k", b"during", b"")  # backing off: fails fast, not deferred
+    finally:
+        os.rename(parked, directory)
+    time.sleep(backoff + 0.05)
+    before = hsm.reconnects
+    with no_rebuild(), pytest.raises(RebuildDeferred):
+        hsm.encrypt("k", b"after", b"")
+    assert hsm.reconnects == before  # nothing was rebuilt inside no_rebuild()
+    ct = hsm.encrypt("k", b"after", b"")
+    assert hsm.reconnects == before + 1
+    with no_rebuild():
+        assert hsm.decrypt("k", *_parts(ct), b"") == b"after"
+
+
+def _parts(ct: object) -> tuple[bytes, bytes, bytes]:
+    return ct.iv, ct.ciphertext, ct.tag  # type: ignore[attr-defined]
