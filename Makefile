@@ -13,19 +13,24 @@ install: system-packages $(STAMP)
 
 # Debian packages: SoftHSM2 (the dev/test HSM), PostgreSQL (multi-replica tests), wrk (bench),
 # nginx-light (the TLS front of the replica topology test), curl (SigV4-signed test requests),
-# gcc (builds the fault-injecting PKCS#11 module of tests/reliability/test_hsm_faults.py).
+# gcc (builds the fault-injecting PKCS#11 module of tests/reliability/test_hsm_faults.py),
+# docker-compose without its recommended Docker engine (`docker-compose config` validates
+# docker-compose.yml in tests/deploy; nothing here runs containers).
 system-packages:
-	@missing=""; \
+	@missing=""; bare=""; \
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	command -v cc >/dev/null || missing="$$missing gcc libc6-dev"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || bare="docker-compose"; \
+	if [ -n "$$missing$$bare" ]; then \
+	  echo "installing Debian packages:$$missing $$bare"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq || exit 1; \
+	  if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null || exit 1; fi; \
+	  if [ -n "$$bare" ]; then DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$bare >/dev/null || exit 1; fi; \
 	fi
 
 $(STAMP): pyproject.toml
