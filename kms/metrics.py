@@ -33,7 +33,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
-from hsm import AesUsage, HealthReport
+from hsm import AesUsage, HealthReport, RebuildDeferred
 from hsm.interface import Hsm
 from hsm.types import GcmCiphertext, KeyAttributes
 
@@ -191,6 +191,9 @@ class InstrumentedHsm:
             result = fn(*args)
             outcome = "ok"
             return result
+        except RebuildDeferred:  # not a call to the HSM: retried on a worker thread
+            outcome = "deferred"
+            raise
         finally:
             observe_hsm_call(operation, outcome, time.perf_counter() - started)
 
