@@ -18,6 +18,7 @@ restart) and every acknowledged request is in the audit log, which verifies.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -33,7 +34,15 @@ from tests.gateway.fake_upstream import FakeUpstream
 from tests.gateway.harness import GatewayProcess
 from tests.reliability.conftest import KEY, Served
 from tests.reliability.faults import run_across_fault
-from tests.reliability.harness import Load, export_and_verify, kinds, seeds, token_dir, wait_until
+from tests.reliability.harness import (
+    Load,
+    export_and_verify,
+    kinds,
+    percentile,
+    seeds,
+    token_dir,
+    wait_until,
+)
 from tests.server import KmsServer
 
 BUDGET_S = 0.250  # AWS KMS's timeout for one proxy call
@@ -42,6 +51,24 @@ FAULT_S = 3.0
 
 def fleet_status(client: XksClient) -> str:
     return str(client.health()["ekmFleetDetails"][0]["healthStatus"])
+
+
+def xks_answer_times(srv: KmsServer) -> tuple[int, int]:
+    """(XKS encrypts and decrypts the server answered within BUDGET_S, all of them) so far,
+    from its ``kms_request_duration_seconds`` histogram: the server's own time, without the
+    test client's (signing threads and a health poller sharing one Python process, whose
+    stalls reach a few hundred ms on a busy machine)."""
+    text = httpx.get(srv.url + "/metrics", timeout=10).text
+    within = total = 0
+    for op in ("encrypt", "decrypt"):
+        bucket = re.search(r'kms_request_duration_seconds_bucket\{endpoint="xks\.' + op
+                           + r'",le="0\.25"\} ([0-9.e+]+)', text)
+        count = re.search(r'kms_request_duration_seconds_count\{endpoint="xks\.' + op
+                          + r'"\} ([0-9.e+]+)', text)
+        assert bucket is not None and count is not None, f"no xks.{op} latency histogram"
+        within += int(float(bucket.group(1)))
+        total += int(float(count.group(1)))
+    return within, total
 
 
 def test_token_removed_under_load_503_fast_then_heals_without_restart(
@@ -89,7 +116,12 @@ def test_token_removed_under_load_503_fast_then_heals_without_restart(
     assert {a.error for a in failures} == {"DependencyTimeoutException"}, kinds(failures)
     assert all(a.status == 503 for a in failures)
     assert sum(not a.ok for a in during) >= 0.9 * len(during), kinds(during)
-    assert max_fail_ms < BUDGET_S * 1000
+    within, total = xks_answer_times(srv)
+    print(f"server side: {within} of {total} XKS encrypts and decrypts answered within "
+          f"{BUDGET_S * 1000:.0f} ms")
+    assert within == total > 0  # the server answered every call inside AWS's budget
+    assert percentile([a.latency for a in failures], 0.99) < BUDGET_S
+    assert max_fail_ms < 1000  # as the client saw it (with its own stalls): never a hang
     assert all(a.ok for a in late), kinds(late)
     assert srv.proc is not None and srv.proc.pid == pid and srv.proc.poll() is None
 
@@ -155,14 +187,23 @@ def test_device_errors_under_load_503_fast_then_heal_without_restart(
                                   HEALTH_CACHE_S + 1.5)
         client.close()
         during, failures = run.during(), run.failures()
-        print(f"\n{run.summary('HSM device errors')}; health UNAVAILABLE after "
-              f"{seen['unavailable_after']:.2f} s, ACTIVE {active_after:.2f} s after the heal; "
-              f"/healthz during the fault max {seen['healthz_max_ms']:.1f} ms")
+        slowest = max(failures, key=lambda a: a.latency)
+        print(f"\n{run.summary('HSM device errors')}; failure latency p50 "
+              f"{percentile([a.latency for a in failures], 0.5) * 1000:.1f} ms, p99 "
+              f"{percentile([a.latency for a in failures], 0.99) * 1000:.1f} ms, slowest sent "
+              f"{slowest.started - run.fault_at:+.2f} s after the fault began; health "
+              f"UNAVAILABLE after {seen['unavailable_after']:.2f} s, ACTIVE {active_after:.2f} s "
+              f"after the heal; /healthz during the fault max {seen['healthz_max_ms']:.1f} ms")
         assert during, "no request was sent during the fault"
         assert {a.error for a in failures} == {"DependencyTimeoutException"}, kinds(failures)
         assert all(a.status == 503 for a in failures)
         assert sum(not a.ok for a in during) >= 0.9 * len(during), kinds(during)
-        assert run.max_failure_ms() < BUDGET_S * 1000
+        within, total = xks_answer_times(srv)
+        print(f"server side: {within} of {total} XKS encrypts and decrypts answered within "
+              f"{BUDGET_S * 1000:.0f} ms")
+        assert within == total > 0  # the server answered every call inside AWS's budget
+        assert percentile([a.latency for a in failures], 0.99) < BUDGET_S
+        assert run.max_failure_ms() < 1000  # as the client saw it: never a hang
         assert seen["healthz_max_ms"] < BUDGET_S * 1000
         assert all(a.ok for a in run.settled()), kinds(run.settled())
         assert srv.proc.pid == pid and srv.proc.poll() is None
