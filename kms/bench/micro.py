@@ -8,7 +8,7 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
 - ``batches``: 32 audit writer threads for 3 s: records/s, mean group-commit batch size and
   commit time (from the ``kms_audit_*`` histograms the runtime feeds).
 
-Each part runs on a fresh ``KMS_HOME`` (own SoftHSM token, SQLite), like ``kms bench``.
+The parts share one fresh ``KMS_HOME`` (own SoftHSM token, SQLite), like ``kms bench``.
 """
 
 from __future__ import annotations
@@ -50,51 +50,47 @@ def _label(rt: Runtime) -> str:
     return version.hsm_label
 
 
-def hsm() -> None:
-    with local_runtime() as (rt, _):
-        rt.keys.create_key("micro", USAGE, cli_actor("bench"))
-        label = _label(rt)
-        instrumented = rt.hsm
-        assert isinstance(instrumented, InstrumentedHsm)
-        data, aad = os.urandom(32), b"a" * 40
-        print("Pkcs11Hsm.encrypt      ", per_call_us(
-            lambda: instrumented.inner.encrypt(label, data, aad)))
-        print("InstrumentedHsm.encrypt", per_call_us(
-            lambda: instrumented.encrypt(label, data, aad)))
-        print("KeyService.encrypt     ", per_call_us(
-            lambda: rt.keys.encrypt("micro", data, aad)))
+def hsm(rt: Runtime) -> None:
+    label = _label(rt)
+    instrumented = rt.hsm
+    assert isinstance(instrumented, InstrumentedHsm)
+    data, aad = os.urandom(32), b"a" * 40
+    print("Pkcs11Hsm.encrypt      ", per_call_us(
+        lambda: instrumented.inner.encrypt(label, data, aad)))
+    print("InstrumentedHsm.encrypt", per_call_us(
+        lambda: instrumented.encrypt(label, data, aad)))
+    print("KeyService.encrypt     ", per_call_us(
+        lambda: rt.keys.encrypt("micro", data, aad)))
 
 
-def envelope(rounds: int = 3, calls: int = 3000) -> None:
-    with local_runtime() as (rt, _):
-        rt.keys.create_key("micro", USAGE, cli_actor("bench"))
-        enc = EnvelopeEncryptor(LocalKeyring(rt.keys, cli_actor("bench")), "micro")
-        instrumented = rt.hsm
-        assert isinstance(instrumented, InstrumentedHsm)
-        bare = instrumented.inner
-        label = _label(rt)
-        plaintext, data_key = os.urandom(1024), os.urandom(32)
-        aad = b"x" * 40 + context_digest(CONTEXT)
-        clock = time.perf_counter
-        for _ in range(rounds):
-            ours, hsm_only = [], []
-            for _ in range(calls):
-                t0 = clock()
-                enc.encrypt(plaintext, CONTEXT)
-                t1 = clock()
-                bare.encrypt(label, data_key, aad)
-                t2 = clock()
-                ours.append(t1 - t0)
-                hsm_only.append(t2 - t1)
-            ours.sort()
-            hsm_only.sort()
-            p10, mid = calls // 10, calls // 2
-            print(f"envelope uncached 1 KiB: p10 {ours[p10] * 1e6:.1f} us, median "
-                  f"{ours[mid] * 1e6:.1f} us | bare HSM encrypt: p10 "
-                  f"{hsm_only[p10] * 1e6:.1f} us, median {hsm_only[mid] * 1e6:.1f} us")
+def envelope(rt: Runtime, rounds: int = 3, calls: int = 3000) -> None:
+    enc = EnvelopeEncryptor(LocalKeyring(rt.keys, cli_actor("bench")), "micro")
+    instrumented = rt.hsm
+    assert isinstance(instrumented, InstrumentedHsm)
+    bare = instrumented.inner
+    label = _label(rt)
+    plaintext, data_key = os.urandom(1024), os.urandom(32)
+    aad = b"x" * 40 + context_digest(CONTEXT)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        ours, hsm_only = [], []
+        for _ in range(calls):
+            t0 = clock()
+            enc.encrypt(plaintext, CONTEXT)
+            t1 = clock()
+            bare.encrypt(label, data_key, aad)
+            t2 = clock()
+            ours.append(t1 - t0)
+            hsm_only.append(t2 - t1)
+        ours.sort()
+        hsm_only.sort()
+        p10, mid = calls // 10, calls // 2
+        print(f"envelope uncached 1 KiB: p10 {ours[p10] * 1e6:.1f} us, median "
+              f"{ours[mid] * 1e6:.1f} us | bare HSM encrypt: p10 "
+              f"{hsm_only[p10] * 1e6:.1f} us, median {hsm_only[mid] * 1e6:.1f} us")
 
 
-def batches(seconds: float = 3.0) -> None:
+def batches(rt: Runtime, seconds: float = 3.0) -> None:
     """The runtime reports every committed batch to the kms_audit_* histograms."""
     def totals() -> tuple[float, float, float]:
         get = REGISTRY.get_sample_value
@@ -102,14 +98,13 @@ def batches(seconds: float = 3.0) -> None:
                 get("kms_audit_batch_size_sum") or 0.0,
                 get("kms_audit_append_duration_seconds_sum") or 0.0)
 
-    with local_runtime() as (rt, _):
-        count0, records0, seconds0 = totals()
-        rate = audit_bench.append_rate(rt.audit, seconds)["rps"]
-        count1, records1, seconds1 = totals()
-        count = count1 - count0
-        print(f"audit append, 32 writers: {rate:,.0f} records/s in {count:,.0f} batches, "
-              f"mean batch {(records1 - records0) / count:.1f} records, mean commit "
-              f"{(seconds1 - seconds0) / count * 1000:.2f} ms")
+    count0, records0, seconds0 = totals()
+    rate = audit_bench.append_rate(rt.audit, seconds)["rps"]
+    count1, records1, seconds1 = totals()
+    count = count1 - count0
+    print(f"audit append, 32 writers: {rate:,.0f} records/s in {count:,.0f} batches, "
+          f"mean batch {(records1 - records0) / count:.1f} records, mean commit "
+          f"{(seconds1 - seconds0) / count * 1000:.2f} ms")
 
 
 PARTS = {"hsm": hsm, "envelope": envelope, "batches": batches}
@@ -122,8 +117,12 @@ def main(argv: list[str]) -> int:
         print(f"unknown part(s): {', '.join(unknown)}; choose from {', '.join(PARTS)}",
               file=sys.stderr)
         return 2
-    for name in names:
-        PARTS[name]()
+    # One runtime for all parts: SoftHSM reads its configuration (the token directory) once
+    # per process, so a second fresh KMS_HOME in the same process would not find its token.
+    with local_runtime() as (rt, _):
+        rt.keys.create_key("micro", USAGE, cli_actor("bench"))
+        for name in names:
+            PARTS[name](rt)
     return 0
 
 
