@@ -13,8 +13,10 @@ Why it looks the way it does:
 * IVs are generated here (``os.urandom``, 96 bits, per NIST SP 800-38D §8.2.2 random
   construction), never accepted from a caller.
 * After a device or session error the connection is rebuilt (``lib.reinitialize()``, a new
-  login, new sessions) with bounded retries; while the token stays unreachable, calls fail
-  fast with :class:`HsmUnavailable` instead of hanging.
+  login, new sessions) with bounded retries; while the token stays unreachable or keeps
+  failing, calls fail fast with :class:`HsmUnavailable` instead of hanging, and the
+  connection is rebuilt at most once per RECONNECT_BACKOFF_S. Inside :func:`no_rebuild` (an
+  event loop) a due rebuild raises :class:`RebuildDeferred` for the caller to retry elsewhere.
 """
 
 from __future__ import annotations
@@ -348,6 +350,7 @@ class Pkcs11Hsm:
         call itself all happen under it (every call into the module is serialized anyway,
         so a session is always free here; the pool only spares sessions)."""
         attempts = 0
+        rebuilt = False
         while attempts <= self._max_retries:
             with self._lock:
                 conn = self._conn
@@ -355,6 +358,7 @@ class Pkcs11Hsm:
                     if _NO_REBUILD.get() and time.monotonic() >= self._next_attempt:
                         raise RebuildDeferred()
                     conn = self._reconnect()
+                    rebuilt = True
                 attempts += 1
                 try:
                     s = conn.free.get_nowait()
@@ -364,6 +368,8 @@ class Pkcs11Hsm:
                     return op(conn, s)
                 except _CONNECTION_ERRORS:
                     conn.broken = True
+                    if rebuilt:  # a fresh connection failed at once: no second rebuild
+                        break
                 except pe.ObjectHandleInvalid:
                     # A cached handle went stale (destroyed elsewhere, or the token
                     # was reloaded): forget cached handles and look the key up again.
@@ -373,9 +379,9 @@ class Pkcs11Hsm:
                     raise PermissionDenied("the token refused this operation") from None
                 finally:
                     conn.free.put(s)
-        # Still failing on a rebuilt connection (a module that opens sessions but fails
-        # every operation): fail fast for a while instead of rebuilding it again for the
-        # next call (each rebuild is a C_Finalize/C_Initialize and a login).
+        # Still failing (a module that opens sessions but fails every operation, say):
+        # fail fast for a while instead of rebuilding the connection again for this call
+        # or the next ones (each rebuild is a C_Finalize/C_Initialize and a login).
         with self._lock:
             self._next_attempt = time.monotonic() + RECONNECT_BACKOFF_S
         raise HsmUnavailable("the HSM is unavailable")

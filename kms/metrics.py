@@ -77,6 +77,10 @@ CHECKPOINT_AGE: Final = Gauge(
 AUDIT_SIZE: Final = Gauge(
     "kms_audit_log_size", "Records in the audit log (refreshed on every scrape)",
     multiprocess_mode="mostrecent", registry=REGISTRY)
+HSM_RECONNECTS: Final = Gauge(
+    "kms_hsm_reconnects", "Times this process rebuilt its HSM connection (finalize, "
+    "initialize, login) since it started (refreshed on every scrape)",
+    multiprocess_mode="livesum", registry=REGISTRY)
 
 WORKER_REQUESTS: Final = Gauge(
     "kms_worker_requests", "Requests served by each worker process since it started "
@@ -153,6 +157,10 @@ def set_checkpoint_age(seconds: float | None) -> None:
     CHECKPOINT_AGE.set(-1 if seconds is None else seconds)
 
 
+def set_hsm_reconnects(count: int) -> None:
+    HSM_RECONNECTS.set(count)
+
+
 def set_audit_size(size: int) -> None:
     AUDIT_SIZE.set(size)
 
@@ -183,6 +191,11 @@ class InstrumentedHsm:
 
     def __init__(self, inner: Hsm) -> None:
         self.inner = inner
+
+    @property
+    def reconnects(self) -> int:
+        """Connection rebuilds of the wrapped HSM (0 for one that has none)."""
+        return int(getattr(self.inner, "reconnects", 0))
 
     def _timed(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         started = time.perf_counter()

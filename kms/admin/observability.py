@@ -127,7 +127,8 @@ class RequestObservability:
 
 
 def refresh_gauges(runtime: Runtime) -> None:
-    """Keys by state, audit log size and checkpoint age: read at scrape time."""
+    """Keys by state, audit log size, checkpoint age, HSM reconnects: read at scrape time."""
+    metrics.set_hsm_reconnects(int(getattr(runtime.hsm, "reconnects", 0)))
     counts = runtime.registry.count_by_state()
     metrics.set_key_states(counts, [s.value for s in KeyState])
     metrics.set_audit_size(runtime.audit.head().size)

@@ -50,24 +50,22 @@ static int faulty(void) {
     return path != NULL && access(path, F_OK) == 0;
 }
 
-static CK_RV encrypt_init(CK_ULONG s, void *m, CK_ULONG k) {
-    return faulty() ? CKR_DEVICE_ERROR : ((init_fn)real.fn[I_ENCRYPT_INIT])(s, m, k);
-}
-static CK_RV encrypt(CK_ULONG s, void *d, CK_ULONG n, void *o, CK_ULONG *on) {
-    return faulty() ? CKR_DEVICE_ERROR : ((crypt_fn)real.fn[I_ENCRYPT])(s, d, n, o, on);
-}
-static CK_RV decrypt_init(CK_ULONG s, void *m, CK_ULONG k) {
-    return faulty() ? CKR_DEVICE_ERROR : ((init_fn)real.fn[I_DECRYPT_INIT])(s, m, k);
-}
-static CK_RV decrypt(CK_ULONG s, void *d, CK_ULONG n, void *o, CK_ULONG *on) {
-    return faulty() ? CKR_DEVICE_ERROR : ((crypt_fn)real.fn[I_DECRYPT])(s, d, n, o, on);
-}
-static CK_RV sign_init(CK_ULONG s, void *m, CK_ULONG k) {
-    return faulty() ? CKR_DEVICE_ERROR : ((init_fn)real.fn[I_SIGN_INIT])(s, m, k);
-}
-static CK_RV sign(CK_ULONG s, void *d, CK_ULONG n, void *o, CK_ULONG *on) {
-    return faulty() ? CKR_DEVICE_ERROR : ((crypt_fn)real.fn[I_SIGN])(s, d, n, o, on);
-}
+/* The wrappers: the real function, or CKR_DEVICE_ERROR while the fault file exists. */
+#define WRAP_INIT(name, index) \
+    static CK_RV name(CK_ULONG s, void *m, CK_ULONG k) { \
+        return faulty() ? CKR_DEVICE_ERROR : ((init_fn)real.fn[index])(s, m, k); \
+    }
+#define WRAP_CRYPT(name, index) \
+    static CK_RV name(CK_ULONG s, void *d, CK_ULONG n, void *o, CK_ULONG *on) { \
+        return faulty() ? CKR_DEVICE_ERROR : ((crypt_fn)real.fn[index])(s, d, n, o, on); \
+    }
+WRAP_INIT(encrypt_init, I_ENCRYPT_INIT)
+WRAP_CRYPT(encrypt, I_ENCRYPT)
+WRAP_INIT(decrypt_init, I_DECRYPT_INIT)
+WRAP_CRYPT(decrypt, I_DECRYPT)
+WRAP_INIT(sign_init, I_SIGN_INIT)
+WRAP_CRYPT(sign, I_SIGN)
+
 static CK_RV generate_random(CK_ULONG s, void *out, CK_ULONG n) {
     return faulty() ? CKR_DEVICE_ERROR : ((random_fn)real.fn[I_GENERATE_RANDOM])(s, out, n);
 }

@@ -23,23 +23,23 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from hsm.pkcs11_hsm import RECONNECT_BACKOFF_S
 from kms.client import XksClient
 from kms.xks.handler import HEALTH_CACHE_S
 from tests.gateway.fake_upstream import FakeUpstream
 from tests.gateway.harness import GatewayProcess
 from tests.reliability.conftest import KEY, Served
-from tests.reliability.faults import run_across_fault
+from tests.reliability.faults import FaultRun, run_across_fault
 from tests.reliability.harness import (
-    Load,
     export_and_verify,
     kinds,
     percentile,
-    seeds,
     token_dir,
     wait_until,
 )
@@ -71,64 +71,75 @@ def xks_answer_times(srv: KmsServer) -> tuple[int, int]:
     return within, total
 
 
-def test_token_removed_under_load_503_fast_then_heals_without_restart(
-        served: Served, tmp_path: Path) -> None:
-    srv = served.srv
-    pid = srv.proc.pid if srv.proc else None
-    client = XksClient(srv.xks_endpoint, served.akid, served.secret)
-    assert fleet_status(client) == "ACTIVE"
-    load = Load(srv.xks_endpoint, served.akid, served.secret, served.key, threads=4,
-                decrypt_share=0.5, seeds=seeds(srv, served.akid, served.secret, served.key),
-                timeout=5.0).start()
-    wait_until(lambda: sum(a.ok for a in load.snapshot()) >= 100, 20)
+def metric(srv: KmsServer, name: str) -> float:
+    found = re.search(rf"^{name} ([0-9.e+]+)$", httpx.get(srv.url + "/metrics", timeout=10).text,
+                      re.MULTILINE)
+    assert found is not None, f"no {name} in /metrics"
+    return float(found.group(1))
 
-    directory = token_dir(srv)
-    parked = tmp_path / "parked-token"
-    fault_at = time.monotonic()
-    os.rename(directory, parked)
-    try:
-        unavailable_after = wait_until(lambda: fleet_status(client) == "UNAVAILABLE",
-                                       HEALTH_CACHE_S + 1.5)
+
+def fault_under_load(name: str, srv: KmsServer, akid: str, secret: str, tmp_path: Path,
+                     inject: Callable[[], None], heal: Callable[[], None]) -> FaultRun:
+    """XKS load across an HSM fault, with every property issue 9 asks of it checked: each
+    failure a 503 DependencyTimeoutException inside the 250 ms budget (as the server timed
+    it; the client's p99 too, its max under 1 s), health UNAVAILABLE and /readyz 503 during
+    the fault while /healthz stays fast (the event loop never waits for the HSM), service
+    back in the same process afterwards, every acknowledged request in the verified log."""
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    client = XksClient(srv.xks_endpoint, akid, secret)
+    assert fleet_status(client) == "ACTIVE"
+    seen: dict[str, float] = {}
+
+    def while_faulty() -> None:
+        seen["unavailable_after"] = wait_until(
+            lambda: fleet_status(client) == "UNAVAILABLE", HEALTH_CACHE_S + 1.5)
         ready = httpx.get(srv.url + "/readyz", timeout=5)
         assert ready.status_code == 503 and ready.json()["hsm"]["status"] == "UNAVAILABLE"
-        time.sleep(max(0.0, FAULT_S - (time.monotonic() - fault_at)))
-    finally:
-        healed_at = time.monotonic()
-        os.rename(parked, directory)
-    resumed_after = wait_until(
-        lambda: any(a.ok and a.started > healed_at for a in load.snapshot()), 5)
-    time.sleep(1.0)
-    answers = load.stop()
+        with httpx.Client(timeout=5) as plain:
+            waits = []
+            for _ in range(40):
+                started = time.monotonic()
+                assert plain.get(srv.url + "/healthz").status_code == 200
+                waits.append(time.monotonic() - started)
+                time.sleep(0.01)
+        seen["healthz_max_ms"] = max(waits) * 1000
+
+    run = run_across_fault(srv, akid, secret, KEY, inject=inject, heal=heal, hold_s=FAULT_S,
+                           during_fault=while_faulty)
     active_after = wait_until(lambda: fleet_status(client) == "ACTIVE", HEALTH_CACHE_S + 1.5)
     assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 200
     client.close()
-
-    during = [a for a in answers if fault_at + 0.05 <= a.started < healed_at]
-    failures = [a for a in answers if not a.ok]
-    late = [a for a in answers if a.started > healed_at + resumed_after + 0.5]
-    max_fail_ms = max((a.latency for a in failures), default=0) * 1000
-    print(f"\nHSM fault: requests={len(answers)} all={dict(kinds(answers))} "
-          f"during fault={dict(kinds(during))} max failure latency={max_fail_ms:.1f} ms; "
-          f"health UNAVAILABLE after {unavailable_after:.2f} s, ops resumed "
-          f"{resumed_after:.2f} s after the token returned, health ACTIVE after "
-          f"{active_after:.2f} s")
-    assert during, "no request was sent while the token was away"
+    during, failures = run.during(), run.failures()
+    latencies = [a.latency for a in failures]
+    within, total = xks_answer_times(srv)
+    print(f"\n{run.summary(name)}; failure latency p50 {percentile(latencies, 0.5) * 1000:.1f}"
+          f" ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms; server side {within} of "
+          f"{total} XKS calls answered within {BUDGET_S * 1000:.0f} ms; health UNAVAILABLE "
+          f"after {seen['unavailable_after']:.2f} s, ACTIVE {active_after:.2f} s after the "
+          f"heal; /healthz during the fault max {seen['healthz_max_ms']:.1f} ms")
+    assert during, "no request was sent during the fault"
     assert {a.error for a in failures} == {"DependencyTimeoutException"}, kinds(failures)
     assert all(a.status == 503 for a in failures)
     assert sum(not a.ok for a in during) >= 0.9 * len(during), kinds(during)
-    within, total = xks_answer_times(srv)
-    print(f"server side: {within} of {total} XKS encrypts and decrypts answered within "
-          f"{BUDGET_S * 1000:.0f} ms")
     assert within == total > 0  # the server answered every call inside AWS's budget
-    assert percentile([a.latency for a in failures], 0.99) < BUDGET_S
-    assert max_fail_ms < 1000  # as the client saw it (with its own stalls): never a hang
-    assert all(a.ok for a in late), kinds(late)
-    assert srv.proc is not None and srv.proc.pid == pid and srv.proc.poll() is None
-
+    assert percentile(latencies, 0.99) < BUDGET_S
+    assert run.max_failure_ms() < 1000  # as the client saw it (with its own stalls)
+    assert seen["healthz_max_ms"] < BUDGET_S * 1000
+    assert all(a.ok for a in run.settled()), kinds(run.settled())
+    assert srv.proc.pid == pid and srv.proc.poll() is None
     audit = export_and_verify(srv, tmp_path / "export")
-    acked = {a.rid for a in answers if a.ok}
-    assert acked - audit.ok_request_ids == set()
+    assert {a.rid for a in run.answers if a.ok} - audit.ok_request_ids == set()
+    return run
 
+
+def test_token_removed_under_load_503_fast_then_heals_without_restart(
+        served: Served, tmp_path: Path) -> None:
+    directory = token_dir(served.srv)
+    parked = tmp_path / "parked-token"
+    fault_under_load("HSM token removed", served.srv, served.akid, served.secret, tmp_path,
+                     inject=lambda: os.rename(directory, parked),
+                     heal=lambda: os.rename(parked, directory))
 
 SHIM_SOURCE = Path(__file__).with_name("pkcs11_fault_shim.c")
 
@@ -160,59 +171,19 @@ def test_device_errors_under_load_503_fast_then_heal_without_restart(
         srv.cli("keys", "create", KEY)
         akid, secret = srv.add_credential()
         srv.start()
-        assert srv.proc is not None
-        pid = srv.proc.pid
-        client = XksClient(srv.xks_endpoint, akid, secret)
-        assert fleet_status(client) == "ACTIVE"
-        seen: dict[str, float] = {}
-
-        def while_faulty() -> None:
-            seen["unavailable_after"] = wait_until(
-                lambda: fleet_status(client) == "UNAVAILABLE", HEALTH_CACHE_S + 1.5)
-            ready = httpx.get(srv.url + "/readyz", timeout=5)
-            assert ready.status_code == 503 and ready.json()["hsm"]["status"] == "UNAVAILABLE"
-            # The event loop stays responsive: connection rebuilds run on worker threads.
-            with httpx.Client(timeout=5) as plain:
-                waits = []
-                for _ in range(40):
-                    started = time.monotonic()
-                    assert plain.get(srv.url + "/healthz").status_code == 200
-                    waits.append(time.monotonic() - started)
-                    time.sleep(0.01)
-            seen["healthz_max_ms"] = max(waits) * 1000
-
-        run = run_across_fault(srv, akid, secret, KEY, inject=fault.touch, heal=fault.unlink,
-                               hold_s=FAULT_S, during_fault=while_faulty)
-        active_after = wait_until(lambda: fleet_status(client) == "ACTIVE",
-                                  HEALTH_CACHE_S + 1.5)
-        client.close()
-        during, failures = run.during(), run.failures()
-        slowest = max(failures, key=lambda a: a.latency)
-        print(f"\n{run.summary('HSM device errors')}; failure latency p50 "
-              f"{percentile([a.latency for a in failures], 0.5) * 1000:.1f} ms, p99 "
-              f"{percentile([a.latency for a in failures], 0.99) * 1000:.1f} ms, slowest sent "
-              f"{slowest.started - run.fault_at:+.2f} s after the fault began; health "
-              f"UNAVAILABLE after {seen['unavailable_after']:.2f} s, ACTIVE {active_after:.2f} s "
-              f"after the heal; /healthz during the fault max {seen['healthz_max_ms']:.1f} ms")
-        assert during, "no request was sent during the fault"
-        assert {a.error for a in failures} == {"DependencyTimeoutException"}, kinds(failures)
-        assert all(a.status == 503 for a in failures)
-        assert sum(not a.ok for a in during) >= 0.9 * len(during), kinds(during)
-        within, total = xks_answer_times(srv)
-        print(f"server side: {within} of {total} XKS encrypts and decrypts answered within "
-              f"{BUDGET_S * 1000:.0f} ms")
-        assert within == total > 0  # the server answered every call inside AWS's budget
-        assert percentile([a.latency for a in failures], 0.99) < BUDGET_S
-        assert run.max_failure_ms() < 1000  # as the client saw it: never a hang
-        assert seen["healthz_max_ms"] < BUDGET_S * 1000
-        assert all(a.ok for a in run.settled()), kinds(run.settled())
-        assert srv.proc.pid == pid and srv.proc.poll() is None
-        audit = export_and_verify(srv, tmp_path / "export")
-        acked = {a.rid for a in run.answers if a.ok}
-        assert acked - audit.ok_request_ids == set()
+        before = metric(srv, "kms_hsm_reconnects")
+        run = fault_under_load("HSM device errors", srv, akid, secret, tmp_path,
+                               inject=fault.touch, heal=fault.unlink)
+        rebuilds = metric(srv, "kms_hsm_reconnects") - before
+        fault_s = run.healed_at - run.fault_at
+        print(f"connection rebuilds during the {fault_s:.1f} s fault: {rebuilds:.0f} "
+              f"for {len(run.failures())} failed requests")
+        # Fail fast: about one rebuild per back-off interval (52-57 measured in 5.2 s).
+        # Each failing request used to rebuild (one per failure), and a request whose fresh
+        # connection failed at once rebuilt it a second time (114 in 5.3 s).
+        assert rebuilds <= 1.5 * fault_s / RECONNECT_BACKOFF_S + 5
     finally:
         srv.stop()
-
 
 def test_gateway_answers_its_tenant_503_while_the_hsm_fails(
         fault_shim: Path, softhsm_module: str, tmp_path: Path) -> None:
