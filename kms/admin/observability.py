@@ -72,9 +72,12 @@ def route_template(scope: Scope) -> str:
     return "(unmatched)"
 
 
-def record_request(scope: Scope, status: int, seconds: float) -> None:
+def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool = True) -> None:
     """Metrics and the ``http_request`` log line of one finished request (also called
-    by the XKS front door, kms/xks/routes.py, which bypasses this middleware)."""
+    by the XKS front door, kms/xks/routes.py, which bypasses this middleware). The front
+    door passes ``log_line=False`` for a refusal beyond its source's auth-failure budget:
+    a flood is counted (metrics, the audit log's ``suppressed_since_last``), not logged
+    line by line."""
     route = route_template(scope)
     method = str(scope.get("method", ""))
     state: dict[str, Any] = scope.get("state") or {}
@@ -83,7 +86,7 @@ def record_request(scope: Scope, status: int, seconds: float) -> None:
     if route.startswith(ADMIN_PREFIX):
         outcome = str(error_name) if error_name else metrics.outcome_for_status(status)
         metrics.observe_request(f"{method} {route}", outcome, seconds)
-    if route == XKS_ROUTE and status < 400 and not ACCESS_LOG_ALL:
+    if not log_line or (route == XKS_ROUTE and status < 400 and not ACCESS_LOG_ALL):
         return  # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
     fields: dict[str, Any] = {"method": method, "route": route, "status": status,
                               "duration_ms": round(seconds * 1000, 3)}

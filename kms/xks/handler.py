@@ -79,7 +79,8 @@ class FailureBudget:
         self._buckets: dict[str, tuple[float, float, int]] = {}  # tokens, time, suppressed
 
     def admit(self, source: str) -> tuple[bool, int]:
-        """(audit this one?, failures suppressed since the last audited one)."""
+        """(handle this one individually?, failures suppressed since the last one handled
+        individually)."""
         now = time.monotonic()
         with self._lock:
             tokens, last, suppressed = self._buckets.pop(source, (self.burst, now, 0))
@@ -116,6 +117,7 @@ class XksResponse:
     body: bytes
     event: AuditEvent | None
     operation: str
+    flooding: bool = False  # refused, and its source is over its auth-failure budget
 
 
 @dataclass
@@ -146,6 +148,7 @@ class XksHandler:
         self.throttle = StoreThrottle()
         self._signing_keys = SigningKeyCache()
         self._auth_failures = FailureBudget(AUTH_FAILURE_AUDIT_RATE, AUTH_FAILURE_AUDIT_BURST)
+        self._refusals = FailureBudget(AUTH_FAILURE_AUDIT_RATE, AUTH_FAILURE_AUDIT_BURST)
         self._health_lock = threading.Lock()
         self._health: tuple[float, wire.EkmFleetDetail] | None = None
 
@@ -159,13 +162,14 @@ class XksHandler:
         except KmsError as exc:  # the database is away: 503, never an unhandled 500
             return self._error(exc, None, started, "unknown")
         if match is None or store is None or req.query:
-            return self._error(InvalidUriPathError("unknown URI path"), None, started, "unknown")
+            return self._refuse(InvalidUriPathError("unknown URI path"), req, started,
+                                "unknown")
         name = "health" if match.group("health") else match.group("op")
         call = _Call(op=OPERATIONS[name], store=store, key_id=match.group("key"),
                      actor=Actor(kind=ActorKind.XKS_CREDENTIAL, id="unauthenticated"))
         if req.method != "POST":
-            return self._error(MethodNotAllowed(f"method {req.method} is not allowed"),
-                               None, started, name)
+            return self._refuse(MethodNotAllowed(f"method {req.method} is not allowed"), req,
+                                started, name)
         try:
             caller = verify_sigv4(
                 req.method, req.raw_path, req.query, dict(req.headers), req.body,
@@ -175,7 +179,7 @@ class XksHandler:
         except SignatureRejected as exc:
             admitted, suppressed = self._auth_failures.admit(req.source)
             if not admitted:  # a flood: answered, counted, not recorded one by one
-                return XksResponse(*wire.error_body_for(exc), None, name)
+                return XksResponse(*wire.error_body_for(exc), None, name, flooding=True)
             call.op = Operation.XKS_AUTH
             call.detail = {"reason": exc.reason, "path_operation": name}
             if suppressed:
@@ -357,6 +361,17 @@ class XksHandler:
             context_hash=call.ctx_hash,
             latency_us=int((time.perf_counter() - started) * 1e6),
             detail=call.detail or {})
+
+    def _refuse(self, exc: KmsError, req: XksRequest, started: float,
+                name: str) -> XksResponse:
+        """A refusal before authentication (unknown path, wrong method): not audited, but
+        budgeted per source like bad signatures (a budget of its own, so that it does not
+        eat into the audit of authentication failures): a flood of them is paced and not
+        logged line by line either."""
+        admitted, _ = self._refusals.admit(req.source)
+        if not admitted:
+            return XksResponse(*wire.error_body_for(exc), None, name, flooding=True)
+        return self._error(exc, None, started, name)
 
     def _error(self, exc: KmsError, call: _Call | None, started: float,
                name: str) -> XksResponse:

@@ -35,6 +35,7 @@ from kms.errors import (
 )
 from kms.xks import wire
 from kms.xks.handler import XksHandler, XksRequest
+from kms.xks.pacing import RefusalPacer
 
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 5.0
@@ -55,6 +56,7 @@ class XksEndpoint:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xks")
         self.observe = observe
         self.inline = inline
+        self.pacer = RefusalPacer()
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The whole XKS request as one ASGI call: what RequestObservability and the
@@ -63,9 +65,9 @@ class XksEndpoint:
         started = time.perf_counter()
         request_id = request_id_from(scope)
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        status, name = 500, "unknown"
+        status, name, flooding = 500, "unknown", False
         try:
-            status, body, name = await self._handle_scope(scope, receive)
+            status, body, name, flooding = await self._handle_scope(scope, receive)
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode("ascii")),
@@ -75,20 +77,23 @@ class XksEndpoint:
             seconds = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(name, status, seconds)
-            record_request(scope, status, seconds)  # what RequestObservability would do
+            # what RequestObservability would do; a flood's refusals are counted, not logged
+            record_request(scope, status, seconds, log_line=not flooding)
             structlog.contextvars.unbind_contextvars("request_id")
 
-    async def _handle_scope(self, scope: Scope, receive: Receive) -> tuple[int, bytes, str]:
+    async def _handle_scope(self, scope: Scope,
+                            receive: Receive) -> tuple[int, bytes, str, bool]:
+        """(status, body, operation, whether the source is flooding: see pacing.py)."""
         declared = None
         for k, v in scope["headers"]:
             if k == b"content-length":
                 declared = v
                 break
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return _oversize()
+            return (*_oversize(), False)
         body = await _read_body(receive)
         if isinstance(body, tuple):
-            return body
+            return (*body, False)
         raw_path = scope.get("raw_path") or scope["path"].encode()
         client = scope.get("client")
         req = XksRequest(
@@ -115,16 +120,18 @@ class XksEndpoint:
                 loop = asyncio.get_running_loop()
                 resp = await loop.run_in_executor(self.pool, self.handler.process, req)
         except KmsError as exc:  # the handler answers its own errors; this is a safety net
-            return (*wire.error_body_for(exc), "unknown")
+            return (*wire.error_body_for(exc), "unknown", False)
         except Exception:
-            return (*wire.error_body_for(InternalError("internal error")), "unknown")
+            return (*wire.error_body_for(InternalError("internal error")), "unknown", False)
+        if resp.flooding:  # the source's refusals wait for its slot (kms/xks/pacing.py)
+            await asyncio.sleep(self.pacer.delay(req.source))
         if resp.event is not None:
             try:
                 await self.audit.append_async(resp.event)
             except Exception:
                 return (*wire.error_body_for(DependencyTimeoutError(
-                    "the audit log is unavailable")), resp.operation)
-        return resp.status, resp.body, resp.operation
+                    "the audit log is unavailable")), resp.operation, False)
+        return resp.status, resp.body, resp.operation, resp.flooding
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False)

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from kms.bench import wrk
 from kms.client import XksClient
 from kms.client.xks_client import XksCiphertext
 from tests.server import KmsServer
@@ -188,6 +190,12 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (work done, whatever the VM's speed)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
     """Seconds until ``predicate()`` held; raises on timeout."""
     start = time.monotonic()
@@ -238,3 +246,22 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 
 
 ENV_SOAK = os.environ.get("KMS_SOAK") == "1"
+
+
+def presigned(srv: KmsServer, akid: str, secret: str, key: str,
+              n: int) -> list[wrk.Prepared]:
+    """n requests for wrk, encrypts and decrypts alternating, each with its own
+    kmsRequestId (valid for the SigV4 window: replay them for minutes, not longer)."""
+    signer = Signer(srv.xks_endpoint, akid, secret)
+    cts = seeds(srv, akid, secret, key)
+    out = []
+    for i in range(n):
+        rid = str(uuid.uuid4())
+        if i % 2:
+            body = decrypt_body(key, rid, cts[i % len(cts)], AAD)
+            url, headers, data = signer.sign(f"/keys/{key}/decrypt", body)
+        else:
+            body = encrypt_body(key, rid, PLAINTEXT, AAD)
+            url, headers, data = signer.sign(f"/keys/{key}/encrypt", body)
+        out.append(wrk.Prepared("POST", urlsplit(url).path, headers, data))
+    return out

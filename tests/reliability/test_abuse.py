@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from kms.bench import wrk
 from kms.http_protocol import HEADER_TIMEOUT_S
+from kms.xks.handler import AUTH_FAILURE_AUDIT_BURST, AUTH_FAILURE_AUDIT_RATE
+from kms.xks.pacing import REFUSALS_PER_SECOND
 from kms.xks.routes import BODY_TIMEOUT_S
 from tests.reliability.conftest import Served
 from tests.reliability.harness import (
@@ -35,10 +40,10 @@ from tests.reliability.harness import (
     PLAINTEXT,
     Load,
     Signer,
+    cpu_seconds,
     encrypt_body,
     export_and_verify,
-    kinds,
-    percentile,
+    presigned,
     rss_kb,
     wait_until,
 )
@@ -164,59 +169,155 @@ def test_slow_body_is_refused(served: Served) -> None:
     assert elapsed < BODY_TIMEOUT_S + 2
 
 
-def valid_rps(served: Served, seconds: float) -> tuple[float, float]:
-    load = Load(served.srv.xks_endpoint, served.akid, served.secret, served.key,
-                threads=2).start()
-    time.sleep(seconds)
-    answers = load.stop()
-    ok = [a for a in answers if a.ok]
-    assert len(ok) == len(answers), kinds(answers)
-    return len(ok) / seconds, percentile([a.latency for a in ok], 0.99) * 1000
-
-
 FLOOD = 10_000
-# Issue 9's target (valid throughput during the flood >= 0.8 of alone) is a performance
-# figure, measured and printed here but not asserted: on the 2-core CI machine the flood
-# generator, the valid-load client and the server share two cores, and the ratio moves with
-# whatever else runs (0.2-0.6 measured; a 0.2 floor failed one CI run at 0.197). What the
-# server controls is asserted exactly: every bad request refused with 401, every valid
-# request during the flood answered 200 (valid_rps asserts it), valid traffic kept flowing,
-# and no audit amplification. `kms bench` does not replace this; see docs/threat-model.md.
+VALID_CONNECTIONS = 16
+MIN_RATIO = 0.8  # issue 9: the flood slows valid traffic by no more than 20 %
+WINDOW_S = 3
+
+
+@dataclass(frozen=True)
+class Window:
+    rps: float
+    p99_ms: float
+    cpu_per_request_us: float  # the server's CPU time over the window / valid requests
+
+
+def valid_load(srv: KmsServer, requests: list[wrk.Prepared]) -> Window:
+    """Valid traffic for WINDOW_S as fast as the server answers it (wrk: the client is not
+    the limit), every answer a 200."""
+    assert srv.proc is not None
+    cpu = cpu_seconds(srv.proc.pid)
+    result = wrk.run(srv.xks_endpoint, requests, seconds=WINDOW_S,
+                     connections=VALID_CONNECTIONS, threads=1, classify=True)
+    cpu = cpu_seconds(srv.proc.pid) - cpu
+    assert result.answers == {"200": result.requests}, result.answers
+    return Window(result.rps, result.p99_ms, cpu / result.requests * 1e6)
+
+
+def _figures(windows: list[Window]) -> str:
+    cpu = statistics.median(w.cpu_per_request_us for w in windows)
+    return (" / ".join(f"{w.rps:.0f}" for w in windows)
+            + f" req/s (p99 up to {max(w.p99_ms for w in windows):.1f} ms), server CPU "
+            f"per valid request median {cpu:.0f} us")
 
 
 @pytest.mark.slow
 def test_bad_signature_flood_against_valid_traffic(served: Served, tmp_path: Path) -> None:
+    """10,000 bad signatures from one source against valid traffic from another. Past its
+    audit budget the source's refusals are paced (kms/xks/pacing.py) and not logged line
+    by line: the flood waits instead of taking the server's CPU.
+
+    Valid load runs in 3 s windows (wrk, 16 connections): three before the flood, as many
+    as the flood covers throughout, three after. What the flood costs valid traffic is the
+    server's CPU time per valid request, during against alone (medians): the share of the
+    server the flood takes, >= 0.8 asserted. Throughput per window is printed too but not
+    asserted: on this VM the same load alone moves between 750 and 1,850 req/s from one
+    window to the next (CPU steal), which no median over a minute removes."""
     srv = served.srv
     url, headers, data = Signer(srv.xks_endpoint, served.akid, "A" * 43).sign(
         "/keys/k/encrypt", encrypt_body("k", str(uuid.uuid4()), PLAINTEXT, AAD))
     raw = (f"POST {urlsplit(url).path} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
            + "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "host")
            + f"Content-Length: {len(data)}\r\n\r\n").encode() + data
-    alone_before, p99_alone = valid_rps(served, 3)
+    valid = presigned(srv, served.akid, served.secret, served.key, 2000)
+    before = [valid_load(srv, valid) for _ in range(3)]
     flood = subprocess.Popen([sys.executable, "-m", "tests.reliability.flood", "127.0.0.1",
-                              str(srv.port), str(FLOOD), "4"], stdin=subprocess.PIPE,
+                              str(srv.port), str(FLOOD), "32"], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, cwd=ROOT)
     assert flood.stdin is not None and flood.stdout is not None
     flood.stdin.write(raw)
     flood.stdin.close()
-    time.sleep(0.3)
-    during, p99_during = valid_rps(served, 3)
+    time.sleep(1.0)  # past the source's burst: the flood is paced from here on
+    during = []
+    deadline = time.monotonic() + 240
+    while flood.poll() is None:  # valid load in windows for as long as the flood lasts
+        assert time.monotonic() < deadline, "the flood did not finish"
+        window = valid_load(srv, valid)
+        if flood.poll() is None:  # a window the flood did not cover throughout is dropped
+            during.append(window)
     summary = json.loads(flood.stdout.read())
-    flood.wait(timeout=120)
-    alone_after, _ = valid_rps(served, 2)
-    alone = (alone_before + alone_after) / 2
+    after = [valid_load(srv, valid) for _ in range(3)]
+    assert during, "the flood ended before one window of valid load"
+    alone = before + after
+    ratio = (statistics.median(w.cpu_per_request_us for w in alone)
+             / statistics.median(w.cpu_per_request_us for w in during))
+    rps_ratio = (statistics.median(w.rps for w in during)
+                 / statistics.median(w.rps for w in alone))
     audit = export_and_verify(srv, tmp_path / "export")
     auth_records = [r for r in audit.records if r["op"] == "xks.auth"]
     suppressed = sum(int(r.get("detail", {}).get("suppressed_since_last", 0))
                      for r in auth_records)
-    print(f"\nbad-signature flood: {FLOOD} requests in {summary['seconds']:.1f} s "
-          f"({FLOOD / summary['seconds']:.0f}/s) answers={summary['statuses']}; valid rps "
-          f"alone={alone:.1f} (p99 {p99_alone:.1f} ms) during flood={during:.1f} "
-          f"(p99 {p99_during:.1f} ms) ratio={during / alone:.2f}; auth failure records="
-          f"{len(auth_records)} (+{suppressed} counted in them)")
+    print(f"\nbad-signature flood: {FLOOD} requests over 32 connections in "
+          f"{summary['seconds']:.1f} s ({FLOOD / summary['seconds']:.0f}/s) "
+          f"answers={summary['statuses']}; valid load in {WINDOW_S} s windows, alone: "
+          f"{_figures(alone)}; during the flood: {_figures(during)}; valid work share "
+          f"{ratio:.2f} (asserted >= {MIN_RATIO}), throughput medians during/alone "
+          f"{rps_ratio:.2f}; auth failure records={len(auth_records)} "
+          f"(+{suppressed} counted in them)")
     assert summary["statuses"] == {"401": FLOOD}
-    assert len(auth_records) < FLOOD / 10  # the log is not the flood's amplifier
-    assert during > 0  # valid traffic was served during the flood, and all of it succeeded
+    # the server paced the source: no faster than its audit budget (burst and rate) plus
+    # the pace, plus the first request of each connection
+    paced = (REFUSALS_PER_SECOND + AUTH_FAILURE_AUDIT_RATE) * summary["seconds"]
+    assert AUTH_FAILURE_AUDIT_BURST + 32 + paced >= FLOOD
+    assert len(auth_records) < FLOOD / 10  # the audit log is not the flood's amplifier
+    logged = srv.log().count('"status": 401')
+    assert logged < FLOOD / 10, logged  # nor is the service log
+    assert ratio >= MIN_RATIO, f"the flood took {1 - ratio:.0%} of the server's work"
+
+
+@pytest.mark.parametrize(("kind", "source", "status"), [
+    ("bad-signature", "127.0.0.3", 401), ("unknown-path", "127.0.0.4", 404)])
+def test_flooding_source_is_paced_but_its_valid_requests_are_not(
+        served: Served, kind: str, source: str, status: int) -> None:
+    """From one source address: refusals (bad signatures, or unknown paths) past the
+    source's failure budget are answered at the pace, not faster, and not logged one by
+    one, while the same source's valid requests, sent meanwhile, are answered at once."""
+    srv = served.srv
+    url, headers, data = Signer(srv.xks_endpoint, served.akid, "B" * 43).sign(
+        "/keys/k/encrypt", encrypt_body("k", str(uuid.uuid4()), PLAINTEXT, AAD))
+    if kind == "unknown-path":
+        url = url.replace("/keys/k/encrypt", "/keys/k/wrap")
+    logged_before = srv.log().count(f'"status": {status}')
+    bad = 600
+    refused: list[int] = []
+    valid_latencies: list[float] = []
+    signer = Signer(srv.xks_endpoint, served.akid, served.secret)
+    transport = httpx.HTTPTransport(local_address=source)
+
+    def flood() -> None:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as c:
+            for _ in range(bad // 8):
+                refused.append(c.post(url, headers=headers, content=data).status_code)
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for t in threads:
+        t.start()
+    with httpx.Client(transport=transport, timeout=5.0) as client:
+        wait_until(lambda: len(refused) > 100, 10)  # past the burst: now being paced
+        while any(t.is_alive() for t in threads):
+            vurl, vheaders, vdata = signer.sign("/keys/k/encrypt", encrypt_body(
+                "k", str(uuid.uuid4()), PLAINTEXT, AAD))
+            t0 = time.monotonic()
+            answer = client.post(vurl, headers=vheaders, content=vdata)
+            valid_latencies.append(time.monotonic() - t0)
+            assert answer.status_code == 200, answer.text
+            time.sleep(0.05)
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    floor = (bad - AUTH_FAILURE_AUDIT_BURST - 8) / (REFUSALS_PER_SECOND + AUTH_FAILURE_AUDIT_RATE)
+    logged = srv.log().count(f'"status": {status}') - logged_before
+    print(f"\npaced source: {bad} x {kind} in {elapsed:.2f} s (pace floor {floor:.2f} s), "
+          f"{logged} logged,"
+          f" {len(valid_latencies)} valid requests from the same source meanwhile: max "
+          f"{max(valid_latencies) * 1000:.1f} ms, median "
+          f"{statistics.median(valid_latencies) * 1000:.1f} ms")
+    assert refused == [status] * bad
+    assert elapsed >= floor * 0.95
+    assert logged < bad / 4
+    assert len(valid_latencies) >= 5
+    assert statistics.median(valid_latencies) < 0.1  # not queued behind the source's refusals
 
 
 def test_per_store_throttle(served: Served) -> None:

@@ -21,26 +21,20 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from kms.bench import wrk
 from tests.reliability.conftest import Served
 from tests.reliability.harness import (
-    AAD,
     ENV_SOAK,
-    PLAINTEXT,
     Load,
-    Signer,
-    decrypt_body,
-    encrypt_body,
     export_and_verify,
     kinds,
     percentile,
+    presigned,
     rss_kb,
     seeds,
     wait_until,
@@ -146,24 +140,6 @@ SEGMENT_S = 120  # pre-signed requests are replayed for at most this long (SigV4
 P99_TARGET_MS = 25.0
 
 
-def _presigned(served: Served, n: int) -> list[wrk.Prepared]:
-    """n requests, encrypts and decrypts alternating, each with its own kmsRequestId."""
-    srv = served.srv
-    signer = Signer(srv.xks_endpoint, served.akid, served.secret)
-    cts = seeds(srv, served.akid, served.secret, served.key)
-    out = []
-    for i in range(n):
-        rid = str(uuid.uuid4())
-        if i % 2:
-            body = decrypt_body(served.key, rid, cts[i % len(cts)], AAD)
-            url, headers, data = signer.sign(f"/keys/{served.key}/decrypt", body)
-        else:
-            body = encrypt_body(served.key, rid, PLAINTEXT, AAD)
-            url, headers, data = signer.sign(f"/keys/{served.key}/encrypt", body)
-        out.append(wrk.Prepared("POST", urlsplit(url).path, headers, data))
-    return out
-
-
 def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: float,
                       cycle_s: float, strict: bool) -> None:
     srv = served.srv
@@ -189,7 +165,7 @@ def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: flo
         left = seconds
         while left > 0:
             segment = min(SEGMENT_S, left)
-            requests = _presigned(served, 2000)
+            requests = presigned(srv, served.akid, served.secret, served.key, 2000)
             results.append(wrk.run(srv.xks_endpoint, requests, seconds=segment,
                                    connections=WRK_CONNECTIONS, threads=2, classify=True,
                                    delay_ms=delay_ms))
