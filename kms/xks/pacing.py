@@ -8,7 +8,8 @@ longer than ``max_delay``. The wait is a timer on the event loop, not work: a cl
 flooder spends its time waiting for answers instead of taking CPU from valid callers, who
 are never delayed (a request that authenticates is not paced, from any source).
 
-Event-loop only (no lock): the XKS edge calls it from its coroutine.
+Event-loop only (no lock): the XKS edge calls it from its coroutine. Each worker process
+(``kms serve --workers N``) keeps its own budgets and pace.
 """
 
 from __future__ import annotations
