@@ -339,3 +339,43 @@ def test_per_store_throttle(served: Served) -> None:
         assert {a.status for a in answers} <= {200, 429}
     finally:
         srv.cli("xks", "stores", "set-throttle", "default", "0")
+
+
+def test_forwarded_client_addresses_are_budgeted_apart(served: Served) -> None:
+    """Behind a reverse proxy on the same host (peer 127.0.0.1, uvicorn's default trusted
+    proxy), the budget and the pace key on X-Forwarded-For: six clients flooding through
+    the proxy each get their own pace, so together they are refused faster than one
+    address may be; the same flood without the header is one address, paced as one."""
+    srv = served.srv
+    url, headers, data = Signer(srv.xks_endpoint, served.akid, "C" * 43).sign(
+        "/keys/k/encrypt", encrypt_body("k", str(uuid.uuid4()), PLAINTEXT, AAD))
+    per_client, clients = 150, 6
+    one_address_floor = ((per_client * clients - AUTH_FAILURE_AUDIT_BURST - clients)
+                         / (REFUSALS_PER_SECOND + AUTH_FAILURE_AUDIT_RATE))
+
+    def flood(forwarded: bool) -> float:
+        statuses: list[int] = []
+
+        def client(n: int) -> None:
+            extra = {"X-Forwarded-For": f"203.0.113.{n + 10}"} if forwarded else {}
+            with httpx.Client(timeout=5.0) as c:
+                for _ in range(per_client):
+                    statuses.append(c.post(url, headers={**headers, **extra},
+                                           content=data).status_code)
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [401] * per_client * clients
+        return time.monotonic() - start
+
+    forwarded = flood(True)
+    direct = flood(False)
+    print(f"\n{clients} x {per_client} bad signatures: with X-Forwarded-For (six clients) "
+          f"{forwarded:.2f} s, without (one address) {direct:.2f} s; one address's pace "
+          f"floor {one_address_floor:.2f} s")
+    assert direct >= one_address_floor * 0.95
+    assert forwarded < one_address_floor * 0.6
