@@ -5,6 +5,9 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
   ``KeyService`` (minimum and median of repeated batches of calls);
 - ``envelope``: our uncached 1 KiB envelope encrypt and a bare ``Pkcs11Hsm.encrypt``
   timed alternately in one loop (so both see the same machine), p10 and median;
+- ``xks``: one signed XKS encrypt through ``XksHandler.process`` (SigV4, parsing, key
+  state, the HSM call, the audit event; no HTTP, no audit append), the same request with a
+  wrong signature, and the audit record encoding of that event (``encode_fields``);
 - ``batches``: 32 audit writer threads for 3 s: records/s, mean group-commit batch size and
   commit time (from the ``kms_audit_*`` histograms the runtime feeds).
 
@@ -107,7 +110,54 @@ def batches(rt: Runtime, seconds: float = 3.0) -> None:
           f"{(seconds1 - seconds0) / count * 1000:.2f} ms")
 
 
-PARTS = {"hsm": hsm, "envelope": envelope, "batches": batches}
+def xks(rt: Runtime) -> None:
+    import base64
+    import json
+    from urllib.parse import urlsplit
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from kms.audit.record import encode_fields
+    from kms.xks.credentials import Secret
+    from kms.xks.handler import XksHandler, XksRequest
+
+    secret = Secret(base64.b64encode(os.urandom(32)).decode("ascii"))
+    akid, _ = rt.credentials.add("default", None, secret, cli_actor("bench"))
+    prefix = rt.registry.get_store("default").uri_prefix
+    handler = XksHandler(rt.keys, rt.cache, rt.credentials, rt.hsm, rt.clock)
+
+    def signed(key_secret: str) -> XksRequest:
+        url = f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt"
+        body = json.dumps({
+            "requestMetadata": {"kmsRequestId": "6a0e3f0c-2b7d-4e55-9c1e-4f1f0f3a9b11",
+                                "kmsOperation": "Encrypt",
+                                "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
+                                "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/k"},
+            "plaintext": base64.b64encode(os.urandom(32)).decode(),
+            "additionalAuthenticatedData": base64.b64encode(os.urandom(32)).decode(),
+            "encryptionAlgorithm": "AES_GCM"}, separators=(",", ":")).encode()
+        req = AWSRequest(method="POST", url=url, data=body,
+                         headers={"Content-Type": "application/json"})
+        SigV4Auth(Credentials(akid, key_secret), "kms-xks-proxy", "us-east-1").add_auth(req)
+        headers = [("host", "127.0.0.1:8000")]
+        headers += [(k.lower(), v) for k, v in req.headers.items()]
+        return XksRequest("POST", urlsplit(url).path, "", headers, body, "10.0.0.1")
+
+    good, bad = signed(secret.reveal()), signed("A" * 44)
+    answer = handler.process(good)
+    assert answer.status == 200 and answer.event is not None, answer.body
+    event = answer.event
+    print("XksHandler.process, encrypt      ", per_call_us(lambda: handler.process(good)))
+    print("XksHandler.process, bad signature", per_call_us(lambda: handler.process(bad)))
+    print("audit encode_fields (that event) ", per_call_us(lambda: encode_fields(
+        1, "2026-11-27T00:00:00.000000Z", "0" * 64, event.op, event.outcome, event.actor,
+        event.key_id, event.key_version, event.store, event.error, event.request,
+        event.context_hash, event.latency_us, event.detail)))
+
+
+PARTS = {"hsm": hsm, "envelope": envelope, "xks": xks, "batches": batches}
 
 
 def main(argv: list[str]) -> int:
