@@ -64,6 +64,8 @@ OPERATIONS = {"health": Operation.XKS_HEALTH, "metadata": Operation.XKS_METADATA
 # audited failure ("suppressed_since_last"). Without the budget a flood of bad signatures
 # makes the log (and its group commit) the attacker's amplifier: 10,000 bad requests cost
 # 10,000 durable records and cut valid throughput by more than half (tests/reliability).
+# Past the budget the refusal is also paced and not logged line by line (kms/xks/pacing.py);
+# unknown paths and methods have a budget of their own (``XksHandler._refuse``).
 AUTH_FAILURE_AUDIT_RATE = 5.0
 AUTH_FAILURE_AUDIT_BURST = 20
 
@@ -117,7 +119,7 @@ class XksResponse:
     body: bytes
     event: AuditEvent | None
     operation: str
-    flooding: bool = False  # refused, and its source is over its auth-failure budget
+    flooding: bool = False  # refused past its source's failure budget: paced, not logged
 
 
 @dataclass
