@@ -6,8 +6,11 @@
   (kms/http_protocol.py HEADER_TIMEOUT_S), a body that trickles is refused
   (kms/xks/routes.py BODY_TIMEOUT_S);
 * a flood of 10,000 bad-signature requests (from another source address) against valid
-  traffic: valid throughput is measured alone and during the flood; the flood's failures
-  are audited individually only up to the per-source budget (kms/xks/handler.py);
+  traffic: the share of the server left to valid traffic during the flood is >= 0.8; the
+  flood's failures are audited and logged individually only up to the per-source budget
+  (kms/xks/handler.py), beyond it they are paced (kms/xks/pacing.py); the pace holds for
+  bad signatures and unknown paths, spares the flooding address's valid requests, and
+  keys on X-Forwarded-For behind a same-host proxy;
 * per-store throttling: ``kms xks stores set-throttle default N`` caps the store at N/s.
 """
 
