@@ -48,7 +48,7 @@ run: install
 	$(BIN)/kms serve --host 127.0.0.1 --port 8000
 
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 lint: install
 	$(BIN)/ruff check hsm kms gateway tests
