@@ -1,5 +1,5 @@
-"""schemathesis against the live server's /openapi.json (admin routes), bounded in time:
-no 500 and no response that breaks the published schema."""
+"""schemathesis against the live server's /openapi.json (admin routes): no 500 and no
+response that breaks the published schema."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ import pytest
 
 from tests.admin.conftest import Live
 
-TIME_BUDGET_S = 60
+#: test cases per operation and phase. Without --max-time, which makes the fuzzing and
+#: stateful phases repeat until the time is spent (60 s before): each phase runs once,
+#: about 30 s on the shared 2-core machine
+MAX_EXAMPLES = 30
+#: a hard stop for the run
+RUN_TIMEOUT_S = 180
 
 
 def test_admin_api_conforms_to_its_openapi(live: Live, tmp_path: Path) -> None:
@@ -27,15 +32,14 @@ def test_admin_api_conforms_to_its_openapi(live: Live, tmp_path: Path) -> None:
         "--checks", "not_a_server_error,response_schema_conformance,"
                     "status_code_conformance,content_type_conformance",
         "--header", f"Authorization: Bearer {live.tokens['admin']}",
-        "--max-examples", "15",
-        "--max-time", str(TIME_BUDGET_S),
+        "--max-examples", str(MAX_EXAMPLES),
         "--seed", "6",
         "--workers", "1",
         "--request-timeout", "20",
         "--no-color",
         "--report-dir", str(tmp_path),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIME_BUDGET_S + 120,
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
                          cwd=tmp_path, check=False)
     assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-2000:]
     assert "500" not in {line.split()[0] for line in live.logs.text().splitlines()
