@@ -16,6 +16,9 @@ the one it was filled under:
 The process that makes a change also clears its cache before the change returns, so a
 revoke is refused by its own process on the very next call. The published bound for every
 other process is ``interval`` (default 0.25 s), comfortably inside the 1 s of the design.
+The periodic re-read alone (a change whose epoch-file update was lost to a crash) is seen
+within ``interval + REFRESH_GRACE_S`` (0.5 s) on the event loop's fast path, where one
+request claims the due re-read and the others keep their epoch meanwhile (_RefreshClaim).
 """
 
 from __future__ import annotations
