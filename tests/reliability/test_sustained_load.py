@@ -2,10 +2,10 @@
 
 Two drivers:
 
-* ``run_sustained`` (60 s in CI): a Python client (4 threads, botocore signing per request)
-  paced at RATE; every answer is checked by request id: no error but
-  InvalidStateException, and that only while the key is revoked; every acknowledged
-  request id is in the verified audit export.
+* ``run_sustained`` (30 s in CI, a revoke/enable cycle every 8 s): a Python client (4
+  threads, botocore signing per request) paced at RATE; every answer is checked by request
+  id: no error but InvalidStateException, and that only while the key is revoked; every
+  acknowledged request id is in the verified audit export.
 * ``run_wrk_sustained``: wrk replaying pre-signed requests (encrypts and decrypts
   alternating, re-signed every 2 minutes to stay in the SigV4 window), 32 connections
   paced to ~1,000 requests/s, answers counted by status and errorName, one revoke/enable
@@ -111,8 +111,10 @@ def run_sustained(served: Served, tmp_path: Path, *, seconds: float, rate: float
 
 
 @pytest.mark.slow
-def test_sustained_load_60s(served: Served, tmp_path: Path) -> None:
-    run_sustained(served, tmp_path, seconds=60, rate=RATE, cycle_s=20)
+def test_sustained_load_30s(served: Served, tmp_path: Path) -> None:
+    """Every answer checked by request id against the verified audit export. The issue's
+    60-second CI run is the wrk test below, at ten times this rate."""
+    run_sustained(served, tmp_path, seconds=30, rate=RATE, cycle_s=8)
 
 
 @pytest.mark.slow
