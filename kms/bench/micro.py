@@ -112,14 +112,9 @@ def batches(rt: Runtime, seconds: float = 3.0) -> None:
 
 def xks(rt: Runtime) -> None:
     import base64
-    import json
-    from urllib.parse import urlsplit
-
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
 
     from kms.audit.record import encode_fields
+    from kms.bench.xks_load import encrypt_body, presign
     from kms.xks.credentials import Secret
     from kms.xks.handler import XksHandler, XksRequest
 
@@ -127,23 +122,13 @@ def xks(rt: Runtime) -> None:
     akid, _ = rt.credentials.add("default", None, secret, cli_actor("bench"))
     prefix = rt.registry.get_store("default").uri_prefix
     handler = XksHandler(rt.keys, rt.cache, rt.credentials, rt.hsm, rt.clock)
+    url = f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt"
 
     def signed(key_secret: str) -> XksRequest:
-        url = f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt"
-        body = json.dumps({
-            "requestMetadata": {"kmsRequestId": "6a0e3f0c-2b7d-4e55-9c1e-4f1f0f3a9b11",
-                                "kmsOperation": "Encrypt",
-                                "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
-                                "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/k"},
-            "plaintext": base64.b64encode(os.urandom(32)).decode(),
-            "additionalAuthenticatedData": base64.b64encode(os.urandom(32)).decode(),
-            "encryptionAlgorithm": "AES_GCM"}, separators=(",", ":")).encode()
-        req = AWSRequest(method="POST", url=url, data=body,
-                         headers={"Content-Type": "application/json"})
-        SigV4Auth(Credentials(akid, key_secret), "kms-xks-proxy", "us-east-1").add_auth(req)
+        p = presign(url, akid, key_secret, [encrypt_body(os.urandom(32), "micro")])[0]
         headers = [("host", "127.0.0.1:8000")]
-        headers += [(k.lower(), v) for k, v in req.headers.items()]
-        return XksRequest("POST", urlsplit(url).path, "", headers, body, "10.0.0.1")
+        headers += [(k.lower(), v) for k, v in p.headers.items()]
+        return XksRequest(p.method, p.path, "", headers, p.body, "10.0.0.1")
 
     good, bad = signed(secret.reveal()), signed("A" * 44)
     answer = handler.process(good)

@@ -38,10 +38,16 @@ def presign(url: str, akid: str, secret: str,
     return out
 
 
-def _md(op: str) -> dict[str, str]:
+def _md(op: str, key: str = KEY) -> dict[str, str]:
     return {"kmsRequestId": str(uuid.uuid4()), "kmsOperation": op,
             "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
-            "kmsKeyArn": f"arn:aws:kms:us-east-1:111122223333:key/{KEY}"}
+            "kmsKeyArn": f"arn:aws:kms:us-east-1:111122223333:key/{key}"}
+
+
+def encrypt_body(aad: bytes, key: str = KEY) -> dict[str, object]:
+    """An XKS Encrypt body: a fresh request id, a random 32-byte plaintext, ``aad``."""
+    return {"requestMetadata": _md("Encrypt", key), "plaintext": _b64(os.urandom(32)),
+            "additionalAuthenticatedData": _b64(aad), "encryptionAlgorithm": "AES_GCM"}
 
 
 def run(seconds: int) -> dict[str, object]:
@@ -51,10 +57,7 @@ def run(seconds: int) -> dict[str, object]:
         kms.start()
         base = f"{kms.url}/xks/kms/xks/v1/keys/{KEY}"
         aad = os.urandom(32)
-        enc_bodies: list[dict[str, object]] = [
-            {"requestMetadata": _md("Encrypt"), "plaintext": _b64(os.urandom(32)),
-             "additionalAuthenticatedData": _b64(aad), "encryptionAlgorithm": "AES_GCM"}
-            for _ in range(PRESIGNED)]
+        enc_bodies = [encrypt_body(aad) for _ in range(PRESIGNED)]
         client = XksClient(f"{kms.url}/xks", kms.akid, kms.secret)
         samples = [client.encrypt(KEY, os.urandom(32), aad) for _ in range(20)]
         client.close()

@@ -51,3 +51,16 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
                  "revoke_propagation_ms", "gateway_overhead_ms"):
         assert name in done.stdout, f"{name} missing from the printed table"
     assert result["mode"] == "quick" and result["elapsed_s"] < 120
+
+
+def test_micro_xks_part_runs_a_signed_request_through_the_handler(tmp_path: Path) -> None:
+    """``python -m kms.bench.micro xks`` (docs/benchmarks.md, third pass): its signed
+    encrypt must succeed (the part asserts a 200 first) and each figure is printed."""
+    done = subprocess.run([sys.executable, "-m", "kms.bench.micro", "xks"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [x for x in done.stdout.splitlines() if x.strip()]
+    assert [x.split(" min ")[0].strip() for x in lines] == [
+        "XksHandler.process, encrypt", "XksHandler.process, bad signature",
+        "audit encode_fields (that event)"]
+    assert all(" us, median " in x for x in lines)

@@ -64,7 +64,6 @@ def test_the_table_of_sources_is_bounded() -> None:
     assert pacer.delay("b") == pytest.approx(2.0)  # b kept its backlog
 
 
-
 def test_budget_admits_burst_then_rate_and_carries_the_suppressed_count() -> None:
     budget = FailureBudget(rate=1000.0, burst=2)
     assert [budget.admit("s")[0] for _ in range(4)] == [True, True, False, False]
