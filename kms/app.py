@@ -69,6 +69,7 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.audit.attach_loop()  # KMS_AUDIT_WRITER=process: the writer process starts
         if background:
             runtime.audit.start_checkpointing(runtime.settings.checkpoint_interval_s)
             threading.Thread(target=_sweeper, args=(state,), daemon=True,
@@ -133,4 +134,5 @@ def _sweeper(state: AppState) -> None:
 def create_app_from_env() -> FastAPI:
     """The uvicorn factory (``kms serve``): one Runtime per worker process."""
     configure_logging()
-    return create_app(Runtime.open(Settings.from_env()))
+    settings = Settings.from_env()
+    return create_app(Runtime.open(settings, audit_writer=settings.audit_writer))

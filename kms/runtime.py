@@ -99,7 +99,9 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, *, hsm: Hsm | None = None,
-             clock: Clock = system_clock) -> Runtime:
+             clock: Clock = system_clock, audit_writer: str = "thread") -> Runtime:
+        """``audit_writer="process"`` (``kms serve``): audit records are committed by a
+        writer process, which stamps them with the system clock, not ``clock``."""
         engine = make_engine(settings.database_url)
         try:
             require_current(engine)
@@ -123,7 +125,8 @@ class Runtime:
         audit = AuditLog(engine, clock, origin=settings.audit_origin,
                          key_name=settings.audit_origin,
                          public_key_pem=hsm.public_key_pem(AUDIT_SIGNING_KEY_LABEL),
-                         sign=hsm_signer(hsm), on_batch=observe_audit_batch)
+                         sign=hsm_signer(hsm), on_batch=observe_audit_batch,
+                         writer=audit_writer)
         audit.check_integrity()
         keys = KeyService(registry, hsm, cache, audit, clock,
                           allow_short_deletion=settings.allow_short_deletion)

@@ -31,6 +31,9 @@ class Settings:
     checkpoint_interval_s: float = 10.0
     audit_origin: str = "kms.local/audit"
     fleet_size: int = 1  # KMS_FLEET_SIZE: replicas behind the XKS endpoint (health answer)
+    # KMS_AUDIT_WRITER: where `kms serve` commits audit records ("process": a writer
+    # process, kms/audit/writer_process.py; "thread": a thread of the server process).
+    audit_writer: str = "process"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +58,7 @@ class Settings:
             checkpoint_interval_s=interval,
             audit_origin=env.get("KMS_AUDIT_ORIGIN", "kms.local/audit"),
             fleet_size=_positive_int(env.get("KMS_FLEET_SIZE", "1"), "KMS_FLEET_SIZE"),
+            audit_writer=_audit_writer(env.get("KMS_AUDIT_WRITER", "process")),
         )
 
     def pin_env(self) -> dict[str, str]:
@@ -68,3 +72,9 @@ def _positive_int(text: str, name: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValidationError(f"{name} must be a positive integer")
     return int(text)
+
+
+def _audit_writer(text: str) -> str:
+    if text not in ("process", "thread"):
+        raise ValidationError("KMS_AUDIT_WRITER must be 'process' or 'thread'")
+    return text

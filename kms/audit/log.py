@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import queue
 import threading
@@ -28,24 +27,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, PoolProxiedConnection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from kms.audit import checkpoint as cp
 from kms.audit import merkle
+from kms.audit.commit import BatchCommitter
 from kms.audit.event import AuditEvent
-from kms.audit.record import GENESIS_PREV, ChainHead, encode_fields, format_time, record_hash
+from kms.audit.record import ChainHead, record_hash
+from kms.audit.writer_process import LoopChannel
 from kms.clock import Clock, iso
 from kms.db import schema as t
-from kms.db.engine import is_sqlite, read_only
+from kms.db.engine import read_only
 from kms.errors import DependencyTimeoutError
 
 MAX_BATCH = 512
-_INSERT_ROWS = 64  # rows per INSERT statement (a bounded set of statements to cache)
-# The write path's SQL (kms/db/schema.py: audit_head, audit_records), run on the raw
-# DB-API connection; qmark placeholders, turned into %s for psycopg.
-_HEAD_SQL = "SELECT size, last_hash, frontier FROM audit_head WHERE id = 1"
-_UPDATE_SQL = "UPDATE audit_head SET size = ?, last_hash = ?, frontier = ? WHERE id = 1"
-_INSERT_SQL = "INSERT INTO audit_records (seq, body, leaf_hash) VALUES "
 _log = logging.getLogger("kms.audit")
 APPEND_TIMEOUT_S = 10.0
 
@@ -142,6 +137,27 @@ def _fail(waiter: _Waiter | _LoopWaiter | Future[int], message: str) -> None:
 
 
 _Item = tuple[AuditEvent, "_Waiter | _LoopWaiter | Future[int]"]
+_INVALID = "the audit record is not valid and was not written"
+
+
+def _deliver_batch(token: object, seqs: list[int] | None, message: str) -> None:
+    """On the attached loop: the writer process's answer for one batch (``token``: its
+    waiters, in order). Futures are resolved right here: no thread hop."""
+    waiters: list[_Waiter | _LoopWaiter | Future[int]] = token  # type: ignore[assignment]
+    for i, w in enumerate(waiters):
+        seq = -1 if seqs is None else seqs[i]
+        if type(w) is _LoopWaiter:
+            if not w.future.done():
+                if seq >= 0:
+                    w.future.set_result(seq)
+                else:
+                    w.future.set_exception(DependencyTimeoutError(
+                        message if seqs is None else _INVALID))
+        elif seq < 0:
+            _fail(w, message if seqs is None else _INVALID)
+        elif isinstance(w, _Waiter | Future):
+            with contextlib.suppress(InvalidStateError):
+                w.set_result(seq)
 
 
 class AuditLog:
@@ -149,9 +165,11 @@ class AuditLog:
 
     def __init__(self, engine: Engine, clock: Clock, *, origin: str, key_name: str,
                  public_key_pem: bytes, sign: cp.Signer,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None,
+                 writer: str = "thread") -> None:
+        if writer not in ("thread", "process"):
+            raise ValueError("writer must be 'thread' or 'process'")
         self._engine = engine
-        self._pg = not is_sqlite(str(engine.url))
         self._clock = clock
         self.origin = origin
         self.key_name = key_name
@@ -163,13 +181,13 @@ class AuditLog:
         # iteration, see append_async), or None (stop).
         self._queue: queue.SimpleQueue[_Item | list[_Item] | None] = queue.SimpleQueue()
         self._outboxes: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
-        self._insert_cache: dict[int, str] = {}
-        # Writer thread only: the DB-API connection held while batches follow each other,
-        # and the frontier (serialized, and as a list of hashes) it last committed.
-        self._raw: PoolProxiedConnection | None = None
-        self._edge: tuple[bytes, list[bytes]] | None = None
-        self._head_sql = _HEAD_SQL + (" FOR UPDATE" if self._pg else "")
-        self._update_sql = _UPDATE_SQL.replace("?", "%s") if self._pg else _UPDATE_SQL
+        self._committer = BatchCommitter(engine, clock)  # the writer thread's
+        # writer="process": the event loop given to attach_loop hands its records to a
+        # writer process (kms/audit/writer_process.py); other callers use the thread.
+        self._process_url = (engine.url.render_as_string(hide_password=False)
+                             if writer == "process" else None)
+        self._channel: LoopChannel | None = None
+        self._channel_thread: int | None = None
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer",
                                         daemon=True)
         self._writer.start()
@@ -182,7 +200,7 @@ class AuditLog:
         """Make ``event`` durable; returns its seq. Raises DependencyTimeoutError if the
         record cannot be written (or is not committed within APPEND_TIMEOUT_S)."""
         waiter = _Waiter()
-        self._queue.put((event, waiter))
+        self._put((event, waiter))
         if not waiter.lock.acquire(timeout=APPEND_TIMEOUT_S):
             raise DependencyTimeoutError("the audit log did not commit the record in time")
         if waiter.error is not None:
@@ -214,14 +232,49 @@ class AuditLog:
     def _flush_outbox(self, loop: asyncio.AbstractEventLoop) -> None:
         outbox = self._outboxes.pop(loop, None)
         if outbox:
-            self._queue.put(outbox)
+            channel = self._channel
+            if channel is not None and channel.loop is loop:
+                channel.submit([e for e, _ in outbox], [w for _, w in outbox])
+            else:
+                self._queue.put(outbox)
 
     def submit(self, event: AuditEvent) -> Future[int]:
         """Queue an event; the future resolves to its seq once durable (for callers that
         hold a concurrent Future; coroutines use append_async)."""
         fut: Future[int] = Future()
-        self._queue.put((event, fut))
+        self._put((event, fut))
         return fut
+
+    def _put(self, item: _Item) -> None:
+        """A caller off the attached loop: its record goes with the loop's next batch to the
+        writer process (one writer for the whole process: no lock contention between two);
+        without an attached loop, or on the loop's own thread, to the writer thread."""
+        channel = self._channel
+        if channel is not None and threading.get_ident() != self._channel_thread:
+            try:
+                channel.loop.call_soon_threadsafe(self._put_on_loop, channel.loop, item)
+                return
+            except RuntimeError:  # the loop is closed
+                pass
+        self._queue.put(item)
+
+    def _put_on_loop(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
+        outbox = self._outboxes.get(loop)
+        if outbox is None:
+            outbox = self._outboxes[loop] = []
+        if not outbox:
+            loop.call_soon(self._flush_outbox, loop)
+        outbox.append(item)
+
+    def attach_loop(self) -> None:
+        """Called on the serving event loop (``kms serve``'s lifespan): with
+        writer="process", start the writer process and send it this loop's records."""
+        if self._process_url is None or self._channel is not None:
+            return
+        loop = asyncio.get_running_loop()
+        channel = LoopChannel(self._process_url, loop, _deliver_batch, self._on_batch)
+        channel.start()
+        self._channel, self._channel_thread = channel, threading.get_ident()
 
     def _write_loop(self) -> None:
         """Group commit, pipelined with the wake-ups.
@@ -302,97 +355,14 @@ class AuditLog:
                 # hold the loop's requests for the whole preparation of the next batch.
                 release()
 
-    def _insert_sql(self, rows: int) -> str:
-        sql = self._insert_cache.get(rows)
-        if sql is None:
-            ph = "(?,?,?)" if not self._pg else "(%s,%s,%s)"
-            sql = _INSERT_SQL + ",".join([ph] * rows)
-            self._insert_cache[rows] = sql
-        return sql
-
     def _commit(self, events: list[AuditEvent],
                 before_commit: Callable[[], None] | None = None) -> list[int]:
-        """Append ``events`` in one transaction; their seqs (-1 for an invalid event).
-        ``before_commit`` is called right before COMMIT.
-
-        The hot path: the raw DB-API connection (no SQLAlchemy statement machinery) and
-        few statements per batch (SQLite: BEGIN IMMEDIATE, read the head, one multi-row
-        INSERT per 64 records, update the head, COMMIT), because each statement releases
-        and retakes the GIL, which costs a hand-off when many threads are waiting. Records
-        are encoded by ``record.encode_fields`` (same checks, same bytes as
-        ``encode(AuditRecord(...))``), the Merkle frontier is extended a level at a time
-        and kept between batches while no other process has appended.
-        """
-        raw = self._raw
-        if raw is None:  # kept while batches follow each other (see _write_loop)
-            raw = self._raw = self._engine.raw_connection()
-        done = False
-        try:
-            cur = raw.cursor()
-            if not self._pg:
-                cur.execute("BEGIN IMMEDIATE")  # the write lock: the sequencer
-            cur.execute(self._head_sql)
-            row = cur.fetchone()
-            if row is None:
-                raise DependencyTimeoutError("the audit log has no head row (kms init)")
-            size, last_hash, frontier_bytes = row
-            size = int(size)
-            frontier_bytes = bytes(frontier_bytes)
-            cached = self._edge
-            if cached is not None and cached[0] == frontier_bytes:
-                edge = list(cached[1])  # the frontier this process wrote last
-            else:  # first batch, or another process appended since
-                edge = list(merkle.CompactRange.from_bytes(frontier_bytes).hashes)
-                if int.from_bytes(frontier_bytes[:8], "big") != size:
-                    raise DependencyTimeoutError("the audit log head is inconsistent")
-            prev = GENESIS_PREV if size == 0 else last_hash
-            now = format_time(self._clock())  # one time for the whole batch
-            seq = size
-            seqs: list[int] = []
-            params: list[object] = []
-            leaves: list[bytes] = []
-            sha256 = hashlib.sha256
-            for e in events:
-                try:
-                    body = encode_fields(
-                        seq, now, prev, e.op, e.outcome, e.actor, e.key_id, e.key_version,
-                        e.store, e.error, e.request, e.context_hash, e.latency_us, e.detail)
-                except Exception:  # RecordFormatError (or worse): this waiter fails closed
-                    _log.error("invalid audit event rejected (op %r)", e.op, exc_info=True)
-                    seqs.append(-1)
-                    continue
-                leaf = sha256(b"\x00" + body).digest()
-                leaves.append(leaf)
-                prev = sha256(body).hexdigest()
-                params += (seq, body, leaf)
-                seqs.append(seq)
-                seq += 1
-            new_frontier = frontier_bytes
-            if leaves:
-                merkle.extend_right_edge(edge, size, leaves)
-                new_frontier = seq.to_bytes(8, "big") + b"".join(edge)
-                chunk = 3 * _INSERT_ROWS
-                for i in range(0, len(params), chunk):
-                    part = params[i:i + chunk]
-                    cur.execute(self._insert_sql(len(part) // 3), part)
-                cur.execute(self._update_sql, (seq, prev, new_frontier))
-            if before_commit is not None:
-                before_commit()
-            raw.commit()
-            done = True
-        finally:
-            if not done:  # never reuse a connection in an unknown state: drop it
-                self._raw = None
-                self._edge = None
-                raw.invalidate()
-        self._edge = (new_frontier, edge)
-        return seqs
+        """Append ``events`` in one transaction (kms/audit/commit.py); their seqs."""
+        return self._committer.commit(events, before_commit)
 
     def _idle(self) -> None:
-        """The queue is empty: hand the connection back to the pool."""
-        if self._raw is not None:
-            raw, self._raw = self._raw, None
-            raw.close()
+        """The queue is empty: the committer may hand its connection back."""
+        self._committer.idle()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -493,5 +463,8 @@ class AuditLog:
 
     def close(self) -> None:
         self._stop.set()
+        channel, self._channel = self._channel, None  # later callers: the writer thread
+        if channel is not None:
+            channel.close()
         self._queue.put(None)
         self._writer.join(timeout=5)

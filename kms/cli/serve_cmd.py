@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     # Open once before serving: a wrong set-up fails here with a clear message. With one
     # worker this runtime serves; with several, each worker process opens its own.
-    runtime = Runtime.open(settings)
+    runtime = Runtime.open(settings, audit_writer=settings.audit_writer)
     store_prefix = _default_prefix(runtime)
     if args.workers > 1:
         runtime.close()

@@ -1,0 +1,237 @@
+"""AuditLog(writer="process"): the event loop hands its records to a writer process
+(kms/audit/writer_process.py), on a real SQLite database: one chain with no gap, callers
+from other threads ride along with the loop's batches, an invalid or unsendable event
+fails alone, and a writer process that dies or stops answering fails its batches closed
+and is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from kms.audit import log as log_mod
+from kms.audit import writer_process as wp
+from kms.audit.event import AuditEvent, cli_actor
+from kms.audit.log import AuditLog
+from kms.audit.record import Operation, Outcome, decode
+from kms.clock import system_clock
+from kms.errors import DependencyTimeoutError
+from tests.audit.test_log_append import PEM, _check_log, _engine, _event
+
+T = TypeVar("T")
+
+
+def _plog(tmp_path: Path, batches: list[tuple[int, int]] | None = None) -> AuditLog:
+    def on_batch(size: int, _seconds: float) -> None:
+        if batches is not None:
+            batches.append((size, threading.get_ident()))
+
+    return AuditLog(_engine(tmp_path), system_clock, origin="test/audit",
+                    key_name="test/audit", public_key_pem=PEM, sign=lambda _m: b"",
+                    on_batch=on_batch, writer="process")
+
+
+def _serve(log: AuditLog, body: Callable[[], Awaitable[T]]) -> T:
+    """Run ``body`` on a fresh loop attached to ``log`` (as kms serve's lifespan does),
+    then close the log on that loop (as the lifespan's shutdown does)."""
+    async def main() -> T:
+        log.attach_loop()
+        try:
+            return await body()
+        finally:
+            log.close()
+
+    return asyncio.run(main())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (killed, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_loop_appends_commit_in_the_writer_process_as_one_chain(tmp_path: Path) -> None:
+    batches: list[tuple[int, int]] = []
+    log = _plog(tmp_path, batches)
+    bad = AuditEvent(op=Operation.KEY_REVOKE, outcome=Outcome.OK, actor=cli_actor(),
+                     key_version=0)  # versions start at 1: the record is rejected
+    pids: list[int | None] = []
+
+    async def body() -> list[int | BaseException]:
+        assert log._channel is not None
+        pids.append(log._channel.pid)
+        results = []
+        for wave in range(4):  # several loop iterations: several batches, pipelined
+            results += await asyncio.gather(
+                *(log.append_async(bad if (wave, i) == (2, 7) else _event(wave * 100 + i))
+                  for i in range(50)), return_exceptions=True)
+        return results
+
+    loop_thread = threading.get_ident()
+    results = _serve(log, body)
+    ok = [r for r in results if isinstance(r, int)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert sorted(ok) == list(range(199))
+    assert len(errors) == 1 and isinstance(errors[0], DependencyTimeoutError)
+    assert "not valid" in str(errors[0])
+    _check_log(log, 199)
+    # Answers were handled on the loop itself (no thread hop), for batches of many records.
+    assert batches and {tid for _, tid in batches} == {loop_thread}
+    assert sum(n for n, _ in batches) == 200 and max(n for n, _ in batches) > 1
+    # The writer process was started by attach_loop and has exited after close.
+    assert pids[0] is not None and not _alive(pids[0])
+
+
+def test_callers_on_other_threads_go_through_the_loop_to_the_writer_process(
+        tmp_path: Path) -> None:
+    """Sync ``append`` and ``submit`` from worker threads while a loop is attached: their
+    records ride with the loop's batches (one writer for the process), and the writer
+    thread's own database connection is never used."""
+    batches: list[tuple[int, int]] = []
+    log = _plog(tmp_path, batches)
+    used: list[bool] = []
+    real = log._committer.commit
+
+    def spy(*args: object, **kwargs: object) -> list[int]:
+        used.append(True)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    log._committer.commit = spy  # type: ignore[method-assign]
+
+    async def body() -> list[int]:
+        loop = asyncio.get_running_loop()
+
+        def worker(i: int) -> int:
+            e = _event(1000 + i)
+            return log.append(e) if i % 2 else log.submit(e).result(timeout=10)
+
+        from_threads = asyncio.gather(*(loop.run_in_executor(None, worker, i)
+                                        for i in range(20)))
+        from_loop = asyncio.gather(*(log.append_async(_event(i)) for i in range(20)))
+        a, b = await asyncio.gather(from_threads, from_loop)
+        return list(a) + list(b)
+
+    seqs = _serve(log, body)
+    assert sorted(seqs) == list(range(40))
+    bodies = _check_log(log, 40)
+    ids = {decode(b).request.kmsRequestId for b in bodies}  # type: ignore[union-attr]
+    assert ids == {f"r-{i}" for i in range(20)} | {f"r-{1000 + i}" for i in range(20)}
+    assert used == []
+
+
+def test_an_event_that_cannot_be_sent_fails_alone(tmp_path: Path) -> None:
+    log = _plog(tmp_path)
+    unsendable = AuditEvent(op=Operation.KEY_CREATE, outcome=Outcome.OK, actor=cli_actor(),
+                            detail={"x": lambda: 0})  # type: ignore[dict-item]
+
+    async def body() -> list[int | BaseException]:
+        return list(await asyncio.gather(
+            log.append_async(_event(0)), log.append_async(unsendable),
+            log.append_async(_event(1)), return_exceptions=True))
+
+    results = _serve(log, body)
+    assert results[0] == 0 and results[2] == 1
+    assert isinstance(results[1], DependencyTimeoutError)
+    _check_log(log, 2)
+
+
+def test_a_killed_writer_process_fails_closed_and_is_replaced(tmp_path: Path) -> None:
+    log = _plog(tmp_path)
+
+    async def body() -> tuple[int, int, list[int | BaseException], list[int]]:
+        channel = log._channel
+        assert channel is not None and channel.pid is not None
+        first = channel.pid
+        assert await log.append_async(_event(0)) == 0
+        os.kill(first, signal.SIGKILL)
+        while _alive(first):
+            await asyncio.sleep(0.01)
+        # The loop sees end-of-file: the records it sends meanwhile fail closed (never
+        # "durable" without an answer), then a new writer process takes over.
+        failed = await asyncio.gather(*(log.append_async(_event(i)) for i in (1, 2)),
+                                      return_exceptions=True)
+        await asyncio.sleep(wp.RESPAWN_INTERVAL_S)
+        later = list(await asyncio.gather(*(log.append_async(_event(i))
+                                            for i in (3, 4, 5))))
+        assert channel.pid is not None
+        return first, channel.pid, failed, later
+
+    first, second, failed, later = _serve(log, body)
+    assert second != first
+    assert all(isinstance(r, DependencyTimeoutError) for r in failed)
+    bodies = _check_log(log, 1 + len(later))  # no gap, one chain across the two processes
+    assert sorted(later) == list(range(1, 4))
+    ids = [decode(b).request.kmsRequestId for b in bodies]  # type: ignore[union-attr]
+    assert ids[0] == "r-0" and sorted(ids[1:]) == ["r-3", "r-4", "r-5"]  # type: ignore[type-var]
+
+
+def test_a_writer_process_that_stops_answering_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped (SIGSTOP) writer process: its caller times out (fail closed), the next
+    batch past REPLY_TIMEOUT_S kills it and a new one commits; the stopped one's record,
+    never acknowledged, is not written (it was killed before it could run)."""
+    log = _plog(tmp_path)
+
+    async def body() -> tuple[int, int, BaseException | int, int]:
+        channel = log._channel
+        assert channel is not None and channel.pid is not None
+        stopped = channel.pid
+        assert await log.append_async(_event(0)) == 0  # started, with the usual budgets
+        monkeypatch.setattr(log_mod, "APPEND_TIMEOUT_S", 0.5)
+        monkeypatch.setattr(wp, "REPLY_TIMEOUT_S", 0.3)
+        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.1)
+        os.kill(stopped, signal.SIGSTOP)
+        started = time.monotonic()
+        hung = (await asyncio.gather(log.append_async(_event(1)),
+                                     return_exceptions=True))[0]
+        assert time.monotonic() - started < 2
+        seq = await log.append_async(_event(2))
+        assert channel.pid is not None
+        return stopped, channel.pid, hung, seq
+
+    stopped, replacement, hung, seq = _serve(log, body)
+    assert isinstance(hung, DependencyTimeoutError)
+    assert replacement != stopped and not _alive(stopped)
+    assert seq == 1
+    _check_log(log, 2)
+
+
+def test_close_delivers_the_answers_of_batches_in_flight(tmp_path: Path) -> None:
+    """The lifespan's shutdown closes the log while records may still be on their way:
+    the writer process commits what it has read and answers before it exits."""
+    log = _plog(tmp_path)
+    futures: list[asyncio.Future[int]] = []
+
+    async def body() -> None:
+        for i in range(30):
+            futures.append(asyncio.ensure_future(log.append_async(_event(i))))
+        await asyncio.sleep(0)  # the coroutines run and queue their records
+        await asyncio.sleep(0)  # the outbox is flushed to the writer process
+
+    _serve(log, body)
+    assert all(f.done() for f in futures)
+    assert sorted(f.result() for f in futures) == list(range(30))
+    _check_log(log, 30)
+
+
+def test_without_an_attached_loop_the_writer_thread_commits(tmp_path: Path) -> None:
+    """A CLI or a test that never attaches a loop: writer="process" changes nothing."""
+    log = _plog(tmp_path)
+    assert [log.append(_event(i)) for i in range(3)] == [0, 1, 2]
+    assert log._channel is None
+    _check_log(log, 3)
+    log.close()
