@@ -4,8 +4,14 @@
   commit) and returns its sequence number; if it cannot be written it raises
   :class:`DependencyTimeoutError` and the operation it records must fail (fail closed).
 * One writer thread per process drains a queue and commits everything waiting as one
-  transaction (group commit); the callers of a committed batch are released just before
-  the next batch's commit (see ``_write_loop``). Several processes append through one sequencer: the
+  transaction (group commit, kms/audit/commit.py); the callers of a committed batch are
+  released just before the next batch's commit (see ``_write_loop``).
+* With ``writer="process"`` (``kms serve``), once ``attach_loop`` has run on the serving
+  event loop, that loop hands each iteration's records to a writer process and reads its
+  answers itself (kms/audit/writer_process.py); callers on other threads join the loop's
+  batches. The writer thread then serves only callers before the loop is attached or
+  after it is gone.
+* Several writers (processes, replicas, the CLI) append through one sequencer: the
   ``audit_head`` row, locked with ``SELECT ... FOR UPDATE`` on PostgreSQL and by
   ``BEGIN IMMEDIATE`` on SQLite, so the log has no gap and no fork.
 * The head row carries the Merkle compact range, so the root for the current size costs

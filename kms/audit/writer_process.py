@@ -32,6 +32,7 @@ import asyncio
 import collections
 import json
 import logging
+import os
 import pickle
 import select
 import signal
@@ -53,6 +54,7 @@ STOP_TIMEOUT_S = 5.0
 IDLE_S = 1.0  # the child hands its connection back to the pool after this long idle
 MAX_UNSENT = 64 << 20  # bytes queued for a child that does not read: fail closed past it
 _HEADER = struct.Struct("!I")
+_NOT_FOR_THE_WRITER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.audit")
 
 _EventFields = tuple[object, ...]
@@ -101,10 +103,14 @@ def _frames(buf: bytearray) -> list[bytes]:
 
 def _spawn() -> tuple[socket.socket, subprocess.Popen[bytes]]:
     ours, theirs = socket.socketpair()
+    # Least privilege: the writer process never touches the HSM, so it does not get the
+    # PIN; the database URL (with its password) comes over the socket, not argv or env.
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_WRITER}
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kms.audit.writer_process", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            env=env)
     except OSError:
         ours.close()
         raise DependencyTimeoutError("the audit writer process could not start") from None

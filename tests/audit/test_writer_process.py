@@ -199,6 +199,7 @@ def test_a_writer_process_that_stops_answering_is_replaced(
         hung = (await asyncio.gather(log.append_async(_event(1)),
                                      return_exceptions=True))[0]
         assert time.monotonic() - started < 2
+        monkeypatch.setattr(log_mod, "APPEND_TIMEOUT_S", 10.0)  # room for a process start
         seq = await log.append_async(_event(2))
         assert channel.pid is not None
         return stopped, channel.pid, hung, seq
@@ -235,3 +236,23 @@ def test_without_an_attached_loop_the_writer_thread_commits(tmp_path: Path) -> N
     assert log._channel is None
     _check_log(log, 3)
     log.close()
+
+
+def test_the_writer_process_gets_no_pin_and_no_database_url_in_its_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KMS_PKCS11_PIN", "98765432")
+    monkeypatch.setenv("KMS_PKCS11_PIN_FILE", str(tmp_path / "pin"))
+    monkeypatch.setenv("KMS_DATABASE_URL", "postgresql://kms:s3cret@db/kms")
+    log = _plog(tmp_path)
+
+    async def body() -> bytes:
+        assert log._channel is not None and log._channel.pid is not None
+        with open(f"/proc/{log._channel.pid}/environ", "rb") as f:
+            environ = f.read()
+        assert await log.append_async(_event(0)) == 0  # and it still commits
+        return environ
+
+    environ = _serve(log, body)
+    assert b"KMS_PKCS11_PIN" not in environ and b"98765432" not in environ
+    assert b"KMS_DATABASE_URL" not in environ and b"s3cret" not in environ
+    assert b"PATH=" in environ  # the read itself worked
