@@ -4,6 +4,7 @@ alone allows the append figure to reach (docs/audit.md, "Performance")."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import Engine
 
 from kms.audit import checkpoint as cp
 from kms.audit import merkle
@@ -33,14 +35,24 @@ from kms.audit.record import (
     record_hash,
 )
 from kms.audit.verify import verify_export
+from kms.clock import Clock
+
+_BENCH_PEM = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+    Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _event() -> AuditEvent:
+    return AuditEvent(op=Operation.XKS_ENCRYPT, outcome=Outcome.OK,
+                      actor=Actor(kind=ActorKind.XKS_CREDENTIAL, id="BENCHAKIDBENCHAKID22"),
+                      key_id="bench-key", key_version=1, store="default",
+                      request=RequestMetadata(kmsRequestId="r", kmsOperation="Encrypt"),
+                      context_hash="0" * 64, latency_us=100)
 
 
 def append_rate(log: AuditLog, seconds: float, writers: int = 32) -> dict[str, float]:
-    event = AuditEvent(op=Operation.XKS_ENCRYPT, outcome=Outcome.OK,
-                       actor=Actor(kind=ActorKind.XKS_CREDENTIAL, id="BENCHAKIDBENCHAKID22"),
-                       key_id="bench-key", key_version=1, store="default",
-                       request=RequestMetadata(kmsRequestId="r", kmsOperation="Encrypt"),
-                       context_hash="0" * 64, latency_us=100)
+    """32 threads calling ``append`` in a closed loop (the library's path: the CLI, the
+    admin API's worker threads; the log's writer thread commits)."""
+    event = _event()
     counts = [0] * writers
     stop = time.perf_counter() + seconds
 
@@ -56,6 +68,37 @@ def append_rate(log: AuditLog, seconds: float, writers: int = 32) -> dict[str, f
     for t in threads:
         t.join()
     return {"rps": round(sum(counts) / (time.perf_counter() - start), 1), "writers": writers}
+
+
+def append_rate_serving(engine: Engine, clock: Clock, seconds: float,
+                        writers: int = 32) -> dict[str, float]:
+    """``kms serve``'s path: 32 coroutines on one event loop awaiting ``append_async`` in a
+    closed loop, the log attached to that loop with its writer process
+    (KMS_AUDIT_WRITER=process, the default)."""
+    log = AuditLog(engine, clock, origin="bench/audit", key_name="bench/audit",
+                   public_key_pem=_BENCH_PEM, sign=lambda _m: b"", writer="process")
+    event = _event()
+    counts = [0] * writers
+
+    async def main() -> float:
+        log.attach_loop()
+        try:
+            await log.append_async(event)  # the writer process is up
+            stop = time.perf_counter() + seconds
+
+            async def writer(i: int) -> None:
+                while time.perf_counter() < stop:
+                    await log.append_async(event)
+                    counts[i] += 1
+
+            start = time.perf_counter()
+            await asyncio.gather(*(writer(i) for i in range(writers)))
+            return time.perf_counter() - start
+        finally:
+            log.close()
+
+    elapsed = asyncio.run(main())
+    return {"rps": round(sum(counts) / elapsed, 1), "writers": writers}
 
 
 def commit_floor(seconds: float = 2.0, rows: int = 32) -> dict[str, float]:

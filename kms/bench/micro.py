@@ -94,7 +94,8 @@ def envelope(rt: Runtime, rounds: int = 3, calls: int = 3000) -> None:
 
 
 def batches(rt: Runtime, seconds: float = 3.0) -> None:
-    """The runtime reports every committed batch to the kms_audit_* histograms."""
+    """32 writer threads (the runtime reports every committed batch to the kms_audit_*
+    histograms), then kms serve's path: 32 coroutines and the writer process."""
     def totals() -> tuple[float, float, float]:
         get = REGISTRY.get_sample_value
         return (get("kms_audit_batch_size_count") or 0.0,
@@ -108,6 +109,9 @@ def batches(rt: Runtime, seconds: float = 3.0) -> None:
     print(f"audit append, 32 writers: {rate:,.0f} records/s in {count:,.0f} batches, "
           f"mean batch {(records1 - records0) / count:.1f} records, mean commit "
           f"{(seconds1 - seconds0) / count * 1000:.2f} ms")
+    serving = audit_bench.append_rate_serving(rt.engine, rt.clock, seconds)["rps"]
+    print(f"audit append, kms serve's path (32 coroutines, writer process): "
+          f"{serving:,.0f} records/s")
 
 
 def xks(rt: Runtime) -> None:

@@ -256,3 +256,20 @@ def test_the_writer_process_gets_no_pin_and_no_database_url_in_its_environment(
     assert b"KMS_PKCS11_PIN" not in environ and b"98765432" not in environ
     assert b"KMS_DATABASE_URL" not in environ and b"s3cret" not in environ
     assert b"PATH=" in environ  # the read itself worked
+
+
+def test_the_serving_append_benchmark_appends_through_the_writer_process(
+        tmp_path: Path) -> None:
+    """kms.bench.audit_bench.append_rate_serving (``python -m kms.bench.micro batches``):
+    what it counts was committed, as one chain."""
+    from kms.bench.audit_bench import append_rate_serving
+
+    engine = _engine(tmp_path)
+    result = append_rate_serving(engine, system_clock, 0.3)
+    log = AuditLog(engine, system_clock, origin="test/audit", key_name="test/audit",
+                   public_key_pem=PEM, sign=lambda _m: b"")
+    size = log.head().size
+    assert result["writers"] == 32 and result["rps"] > 0
+    assert size >= 1 + result["rps"] * 0.3 * 0.9  # the warm-up record and the counted ones
+    _check_log(log, size)
+    log.close()
