@@ -64,3 +64,18 @@ def test_micro_xks_part_runs_a_signed_request_through_the_handler(tmp_path: Path
         "XksHandler.process, encrypt", "XksHandler.process, bad signature",
         "audit encode_fields (that event)"]
     assert all(" us, median " in x for x in lines)
+
+
+@pytest.mark.skipif(not wrk.available(), reason="wrk not installed (make install)")
+def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) -> None:
+    """``python -m kms.bench.paced`` (docs/benchmarks.md, fifth pass): every answer a 200,
+    and the audit writer process (a child of kms serve) did the commits."""
+    done = subprocess.run([sys.executable, "-m", "kms.bench.paced", "20", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.strip()
+    assert out.startswith("audit writer process, pause 20 ms: "), out
+    answers = out.split("answers ")[1].split("}")[0] + "}"
+    assert list(json.loads(answers.replace("'", '"'))) == ["200"], out
+    children_us = float(out.split("its children ")[1].split(" us")[0])
+    assert children_us > 0, out  # the writer process worked; the thread did not
