@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -42,10 +43,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from kms.audit.commit import BatchCommitter
 from kms.audit.event import AuditEvent
+from kms.audit.record import Actor, ActorKind, Operation, Outcome, RequestMetadata
 from kms.errors import DependencyTimeoutError
 
 REPLY_TIMEOUT_S = 30.0  # past the database's own lock timeout (busy_timeout 30 s)
@@ -64,8 +67,42 @@ Deliver = Callable[[object, "list[int] | None", str], None]
 
 
 def _fields(e: AuditEvent) -> _EventFields:
-    return (e.op, e.outcome, e.actor, e.key_id, e.key_version, e.store, e.error, e.request,
-            e.context_hash, e.latency_us, dict(e.detail))
+    """What goes over the socket for ``e``. Events of the exact expected types go as plain
+    values (C-speed pickling, ~2 us per event against ~9 us for the objects, whose
+    dataclass and enum reducers run Python code); anything else goes as the object."""
+    actor, req = e.actor, e.request
+    if (type(e.op) is Operation and type(e.outcome) is Outcome and type(actor) is Actor
+            and type(actor.kind) is ActorKind and type(e.detail) is dict
+            and (req is None or type(req) is RequestMetadata)):
+        return ("v", e.op.value, e.outcome.value, actor.kind.value, actor.id, e.key_id,
+                e.key_version, e.store, e.error,
+                None if req is None else (req.kmsRequestId, req.awsPrincipalArn,
+                                          req.kmsKeyArn, req.kmsViaService,
+                                          req.awsSourceVpce, req.kmsOperation),
+                e.context_hash, e.latency_us, e.detail)
+    if isinstance(e.detail, Mapping) and type(e.detail) is not dict:  # a mappingproxy...
+        e = dataclasses.replace(e, detail=dict(e.detail))  # ...does not pickle; its copy does
+    return ("o", e)
+
+
+def _event(fields: _EventFields) -> AuditEvent:
+    """The child's inverse of :func:`_fields` (raises on anything else)."""
+    if fields[0] == "o" and len(fields) == 2 and type(fields[1]) is AuditEvent:
+        return fields[1]
+    tag, op, outcome, kind, actor_id, key_id, version, store, error, req, ctx, lat, detail = (
+        cast(tuple[str, str, str, str, str, Any, Any, Any, Any, Any, Any, Any, Any], fields))
+    if tag != "v":
+        raise ValueError("unknown event encoding")
+    request = None
+    if req is not None:
+        request_id, principal, key_arn, via, vpce, operation = req
+        request = RequestMetadata(kmsRequestId=request_id, awsPrincipalArn=principal,
+                                  kmsKeyArn=key_arn, kmsViaService=via, awsSourceVpce=vpce,
+                                  kmsOperation=operation)
+    return AuditEvent(op=Operation(op), outcome=Outcome(outcome),
+                      actor=Actor(kind=ActorKind(kind), id=actor_id), key_id=key_id,
+                      key_version=version, store=store, error=error, request=request,
+                      context_hash=ctx, latency_us=lat, detail=detail)
 
 
 def encode_batch(events: list[AuditEvent]) -> bytes:
@@ -382,10 +419,18 @@ def _commit_all(committer: BatchCommitter, frames: list[bytes]) -> list[bytes]:
         except Exception:
             batches.append(None)
     events: list[AuditEvent] = []
-    for items in batches:
-        for fields in items or ():
-            if fields is not None:
-                events.append(AuditEvent(*fields))  # type: ignore[arg-type]
+    for i, items in enumerate(batches):
+        if items is None:
+            continue
+        for j, fields in enumerate(items):
+            if fields is None:
+                continue
+            try:
+                events.append(_event(fields))
+            except Exception:  # not an event this parent sends: that one fails alone
+                _log.error("audit event from the server not readable")
+                items[j] = None
+        batches[i] = items
     started = time.perf_counter()
     try:
         seqs = iter(committer.commit(events)) if events else iter(())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import threading
 import time
@@ -16,15 +17,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kms.audit import log as log_mod
 from kms.audit import writer_process as wp
 from kms.audit.event import AuditEvent, cli_actor
 from kms.audit.log import AuditLog
-from kms.audit.record import Operation, Outcome, decode
+from kms.audit.record import Operation, Outcome, decode, encode_fields
 from kms.clock import system_clock
 from kms.errors import DependencyTimeoutError
 from tests.audit.test_log_append import PEM, _check_log, _engine, _event
+from tests.audit.test_record_fast_encoding import _T as FAST_TIME
+from tests.audit.test_record_fast_encoding import _fields as FAST_FIELDS
 
 T = TypeVar("T")
 
@@ -273,3 +278,31 @@ def test_the_serving_append_benchmark_appends_through_the_writer_process(
     assert size >= 1 + result["rps"] * 0.3 * 0.9  # the warm-up record and the counted ones
     _check_log(log, size)
     log.close()
+
+
+_EVENT_FIELDS = {k: v for k, v in FAST_FIELDS.items() if k not in ("seq", "time", "prev")}
+
+
+@given(st.fixed_dictionaries(_EVENT_FIELDS))
+@settings(max_examples=300, deadline=None)
+def test_the_writer_process_writes_the_bytes_the_writer_thread_would(
+        f: dict[str, object]) -> None:
+    """What crosses the socket (plain values for well-typed events, the object otherwise)
+    gives the child an event that encodes to the same record bytes, or fails as the thread
+    path fails: never a different record."""
+    event = AuditEvent(**f)  # type: ignore[arg-type]
+
+    def record(e: AuditEvent) -> bytes | None:
+        try:
+            return encode_fields(5, FAST_TIME, "a" * 64, e.op, e.outcome, e.actor, e.key_id,
+                                 e.key_version, e.store, e.error, e.request, e.context_hash,
+                                 e.latency_us, e.detail)
+        except Exception:
+            return None
+
+    (sent,) = pickle.loads(wp.encode_batch([event]))
+    try:
+        received = None if sent is None else wp._event(sent)
+    except Exception:
+        received = None
+    assert (None if received is None else record(received)) == record(event)
