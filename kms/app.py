@@ -112,6 +112,11 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         except Exception:
             ok = False
             body["database"] = {"status": "unavailable"}
+        try:  # the audit writer process (KMS_AUDIT_WRITER=process), started if it is not
+            body.setdefault("audit", {}).update(runtime.audit.writer_status())
+        except KmsError as exc:
+            ok = False
+            body.setdefault("audit", {}).update(status="unavailable", error=exc.error_name)
         body["status"] = "ready" if ok else "unavailable"
         return JSONResponse(body, status_code=200 if ok else 503)
 

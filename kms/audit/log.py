@@ -264,6 +264,15 @@ class AuditLog:
                 pass
         self._queue.put(item)
 
+    def writer_status(self) -> dict[str, object]:
+        """For ``/readyz``, on the attached loop: where records are committed, and the
+        writer process's pid (started now if it is not running). Raises
+        DependencyTimeoutError if the writer process cannot run."""
+        channel = self._channel
+        if channel is None or threading.get_ident() != self._channel_thread:
+            return {"writer": "thread"}
+        return {"writer": "process", "pid": channel.check()}
+
     def _put_on_loop(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
         outbox = self._outboxes.get(loop)
         if outbox is None:

@@ -195,6 +195,17 @@ class LoopChannel:
         if self._sock is None:
             self._start()
 
+    def check(self) -> int:
+        """Readiness (``/readyz``, on the loop): the writer process's pid, started now if
+        it is not running. Raises DependencyTimeoutError if it cannot be started or has
+        held a batch past REPLY_TIMEOUT_S (it is then replaced)."""
+        if self._pending and time.monotonic() - self._pending[0][2] > REPLY_TIMEOUT_S:
+            self._broken("the audit writer process did not answer")
+        if self._sock is None:
+            self._start()
+        assert self._proc is not None
+        return self._proc.pid
+
     def _start(self) -> socket.socket:
         if self._closed:
             raise DependencyTimeoutError("the audit log is closed")

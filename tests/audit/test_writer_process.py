@@ -306,3 +306,74 @@ def test_the_writer_process_writes_the_bytes_the_writer_thread_would(
     except Exception:
         received = None
     assert (None if received is None else record(received)) == record(event)
+
+
+def test_readyz_reports_the_writer_process_and_starts_a_new_one(tmp_path: Path) -> None:
+    """kms serve: /readyz names the writer process (a child of the server); killed, it is
+    replaced (by the next batch, or by /readyz itself) and the service answers again."""
+    import httpx
+
+    from kms.client import XksClient
+    from tests.server import KmsServer
+
+    srv = KmsServer()
+    srv.cli("keys", "create", "rk")
+    akid, secret = srv.add_credential()
+    srv.start()
+    try:
+        assert srv.proc is not None
+        ready = httpx.get(srv.url + "/readyz", timeout=5).json()
+        assert ready["status"] == "ready" and ready["audit"]["writer"] == "process"
+        first = ready["audit"]["pid"]
+        with open(f"/proc/{first}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == srv.proc.pid  # its child
+        client = XksClient(srv.xks_endpoint, akid, secret)
+        client.encrypt("rk", b"p" * 32, b"aad")
+        os.kill(first, signal.SIGKILL)
+        time.sleep(wp.RESPAWN_INTERVAL_S + 0.2)
+        deadline = time.monotonic() + 10
+        while True:  # /readyz starts the new writer process
+            r = httpx.get(srv.url + "/readyz", timeout=5)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        second = r.json()["audit"]["pid"]
+        assert second != first and _alive(second)
+        ct = client.encrypt("rk", b"q" * 32, b"aad")
+        assert client.decrypt("rk", ct, b"aad") == b"q" * 32
+        client.close()
+    finally:
+        srv.stop()
+    assert not _alive(second)  # it exits with its server
+
+
+def test_writer_status_fails_while_no_writer_process_can_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _plog(tmp_path)
+
+    async def body() -> tuple[BaseException | None, dict[str, object]]:
+        first = log.writer_status()
+        assert first["writer"] == "process" and isinstance(first["pid"], int)
+        assert await log.append_async(_event(0)) == 0
+        os.kill(first["pid"], signal.SIGKILL)
+        channel = log._channel
+        assert channel is not None
+        while channel._sock is not None:  # the loop notices end-of-file
+            await asyncio.sleep(0.01)
+        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 3600.0)
+        refused: BaseException | None = None
+        try:
+            log.writer_status()
+        except DependencyTimeoutError as exc:
+            refused = exc
+        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
+        second = log.writer_status()
+        assert second["pid"] != first["pid"]
+        assert await log.append_async(_event(1)) == 1
+        return refused, second
+
+    refused, second = _serve(log, body)
+    assert isinstance(refused, DependencyTimeoutError)
+    assert second["writer"] == "process"
+    _check_log(log, 2)
