@@ -292,25 +292,34 @@ class LoopChannel:
                 return
 
     def _answer(self, frame: bytes) -> bool:
+        if not self._pending:
+            self._broken("the audit writer process answered out of protocol")
+            return False
+        token, count, _ = self._pending.popleft()
         try:
             reply = json.loads(frame)
-            token, count, _ = self._pending.popleft()
             status = reply[0]
             if status == "ok":
                 seqs = reply[1]
                 if (not isinstance(seqs, list) or len(seqs) != count
                         or not all(type(s) is int for s in seqs)):
                     raise ValueError("seqs")
-                if self._on_batch is not None:
-                    self._on_batch(count, float(reply[2]))
-                self._deliver(token, seqs, "")
+                seconds = float(reply[2])
             elif status == "error":
-                self._deliver(token, None, str(reply[1]))
+                message = str(reply[1])
             else:
                 raise ValueError("status")
         except (ValueError, TypeError, IndexError, KeyError):
-            self._broken("the audit writer process answered out of protocol")
+            message = "the audit writer process answered out of protocol"
+            self._deliver(token, None, message)  # this batch fails closed too
+            self._broken(message)
             return False
+        if status == "ok":
+            if self._on_batch is not None:
+                self._on_batch(count, seconds)
+            self._deliver(token, seqs, "")
+        else:
+            self._deliver(token, None, message)
         return True
 
     def _broken(self, message: str) -> None:

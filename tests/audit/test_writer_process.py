@@ -377,3 +377,26 @@ def test_writer_status_fails_while_no_writer_process_can_run(
     assert isinstance(refused, DependencyTimeoutError)
     assert second["writer"] == "process"
     _check_log(log, 2)
+
+
+@pytest.mark.parametrize("answer", [b"not json", b'["ok", [1, 2]]', b'["ok", "x", 0.1]',
+                                    b'["maybe"]', b"[]"])
+def test_an_answer_out_of_protocol_fails_its_batch_and_replaces_the_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: bytes) -> None:
+    log = _plog(tmp_path)
+
+    async def body() -> tuple[BaseException | None, int]:
+        channel = log._channel
+        assert channel is not None
+        assert await log.append_async(_event(0)) == 0
+        waiter = log_mod._LoopWaiter(asyncio.get_running_loop())
+        channel._pending.append(([waiter], 1, time.monotonic()))
+        assert channel._answer(answer) is False
+        assert channel._sock is None and not channel._pending
+        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
+        return waiter.future.exception(), await log.append_async(_event(1))
+
+    error, seq = _serve(log, body)
+    assert isinstance(error, DependencyTimeoutError) and "out of protocol" in str(error)
+    assert seq == 1
+    _check_log(log, 2)
