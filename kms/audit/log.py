@@ -219,15 +219,7 @@ class AuditLog:
         APPEND_TIMEOUT_S); a cancelled caller leaves its record to be written anyway."""
         loop = asyncio.get_running_loop()
         waiter = _LoopWaiter(loop)
-        # Gathered per loop iteration and handed over as one item: the writer then wakes
-        # once for all the requests the loop served in that iteration and commits them as
-        # one batch, instead of waking (and committing) for the first one alone.
-        outbox = self._outboxes.get(loop)
-        if outbox is None:
-            outbox = self._outboxes[loop] = []
-        if not outbox:
-            loop.call_soon(self._flush_outbox, loop)
-        outbox.append((event, waiter))
+        self._put_on_loop(loop, (event, waiter))
         # A bare timer (asyncio.timeout's bookkeeping costs several times more per request).
         timer = loop.call_later(APPEND_TIMEOUT_S, _expire, waiter.future)
         try:
@@ -269,11 +261,16 @@ class AuditLog:
         writer process's pid (started now if it is not running). Raises
         DependencyTimeoutError if the writer process cannot run."""
         channel = self._channel
-        if channel is None or threading.get_ident() != self._channel_thread:
+        if channel is None:
             return {"writer": "thread"}
+        if threading.get_ident() != self._channel_thread:  # off the loop: report only
+            return {"writer": "process", "pid": channel.pid}
         return {"writer": "process", "pid": channel.check()}
 
     def _put_on_loop(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
+        """On ``loop``: gathered per loop iteration and handed over as one item, so the
+        writer (thread or process) wakes once for all the records of that iteration and
+        commits them as one batch, instead of waking (and committing) for the first one."""
         outbox = self._outboxes.get(loop)
         if outbox is None:
             outbox = self._outboxes[loop] = []
@@ -288,7 +285,7 @@ class AuditLog:
             return
         loop = asyncio.get_running_loop()
         channel = LoopChannel(self._process_url, loop, _deliver_batch, self._on_batch)
-        channel.start()
+        channel.check()  # starts the writer process
         self._channel, self._channel_thread = channel, threading.get_ident()
 
     def _write_loop(self) -> None:
@@ -309,8 +306,7 @@ class AuditLog:
             for w, seq in pending:
                 if isinstance(w, _LoopWaiter):  # woken below, one call per loop
                     if seq < 0:
-                        w.error = DependencyTimeoutError(
-                            "the audit record is not valid and was not written")
+                        w.error = DependencyTimeoutError(_INVALID)
                     else:
                         w.seq = seq
                     group = by_loop.get(w.loop)
@@ -318,7 +314,7 @@ class AuditLog:
                         group = by_loop[w.loop] = []
                     group.append(w)
                 elif seq < 0:  # this event was rejected (not a valid record); the rest went in
-                    _fail(w, "the audit record is not valid and was not written")
+                    _fail(w, _INVALID)
                 else:
                     try:  # noqa: SIM105 - no context manager per record on the hot path
                         w.set_result(seq)

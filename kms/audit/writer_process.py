@@ -12,7 +12,8 @@ Protocol, over a socket pair private to the two processes; each message is a 4-b
 big-endian length and a payload. The parent sends the database URL (JSON) once, then one
 batch per message: a pickled list of event field tuples (only the parent holds the other
 end of the socket; the server itself never unpickles anything). The child reads every
-batch that has arrived, commits them in ONE transaction (group commit), then answers each
+batch that has arrived (up to MAX_FRAMES), commits them in ONE transaction (group
+commit), then answers each
 batch, in order, in JSON: ``["ok", seqs, seconds]`` (seq -1: that event was not a valid
 record and was not written) or ``["error", message]``. A caller is released only by the
 answer to its batch, sent after the commit returned: never "durable" before it is.
@@ -23,7 +24,8 @@ next batch (at most once per :data:`RESPAWN_INTERVAL_S`; in between, batches fai
 closed). A parent that dies (kill -9) closes its end: the child commits the batches it has
 read and exits on end-of-file. Records it committed without being able to answer are in
 the log but were never acknowledged, which the crash-consistency guarantee allows (every
-acknowledged record is in the log; tests/reliability/test_crash_consistency.py).
+acknowledged record is in the log; tests/kms/test_audit_crash.py,
+tests/reliability/test_replica_crash.py).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ RESPAWN_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 5.0
 IDLE_S = 1.0  # the child hands its connection back to the pool after this long idle
 MAX_UNSENT = 64 << 20  # bytes queued for a child that does not read: fail closed past it
+MAX_FRAMES = 256  # batches the child commits in one transaction at most (bounded latency)
 _HEADER = struct.Struct("!I")
 _NOT_FOR_THE_WRITER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.audit")
@@ -190,14 +193,9 @@ class LoopChannel:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
-    def start(self) -> None:
-        """Start the writer process now (otherwise the first batch starts it)."""
-        if self._sock is None:
-            self._start()
-
     def check(self) -> int:
-        """Readiness (``/readyz``, on the loop): the writer process's pid, started now if
-        it is not running. Raises DependencyTimeoutError if it cannot be started or has
+        """On the loop (``attach_loop``, ``/readyz``): the writer process's pid, started
+        now if it is not running. Raises DependencyTimeoutError if it cannot be started or has
         held a batch past REPLY_TIMEOUT_S (it is then replaced)."""
         if self._pending and time.monotonic() - self._pending[0][2] > REPLY_TIMEOUT_S:
             self._broken("the audit writer process did not answer")
@@ -406,7 +404,7 @@ def _serve(sock: socket.socket) -> None:
                 if not ready:
                     committer.idle()
                     continue
-            while True:  # everything that has arrived: one transaction for all of it
+            while len(pending) < MAX_FRAMES:  # what has arrived: one transaction for it
                 ready, _, _ = select.select([sock], [], [], 0)
                 if not ready:
                     break
@@ -417,8 +415,8 @@ def _serve(sock: socket.socket) -> None:
                 buf += data
                 pending += _frames(buf)
             if pending:
-                replies = _commit_all(committer, pending)
-                pending = []
+                now, pending = pending[:MAX_FRAMES], pending[MAX_FRAMES:]
+                replies = _commit_all(committer, now)
                 try:
                     sock.sendall(b"".join(_HEADER.pack(len(r)) + r for r in replies))
                 except OSError:  # the parent is gone; what was committed stays committed

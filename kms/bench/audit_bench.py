@@ -50,8 +50,8 @@ def _event() -> AuditEvent:
 
 
 def append_rate(log: AuditLog, seconds: float, writers: int = 32) -> dict[str, float]:
-    """32 threads calling ``append`` in a closed loop (the library's path: the CLI, the
-    admin API's worker threads; the log's writer thread commits)."""
+    """32 threads calling ``append`` in a closed loop (the library's path, as in the CLI:
+    the log's writer thread commits)."""
     event = _event()
     counts = [0] * writers
     stop = time.perf_counter() + seconds

@@ -9,7 +9,8 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
   state, the HSM call, the audit event; no HTTP, no audit append), the same request with a
   wrong signature, and the audit record encoding of that event (``encode_fields``);
 - ``batches``: 32 audit writer threads for 3 s: records/s, mean group-commit batch size and
-  commit time (from the ``kms_audit_*`` histograms the runtime feeds).
+  commit time (from the ``kms_audit_*`` histograms the runtime feeds); then kms serve's
+  path for 3 s: 32 coroutines on a loop with the audit writer process, records/s.
 
 The parts share one fresh ``KMS_HOME`` (own SoftHSM token, SQLite), like ``kms bench``.
 """

@@ -22,33 +22,23 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s(stat_path: str) -> float:
-    with open(stat_path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    """utime + stime of a /proc stat file, in seconds (0 if the process is gone)."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except OSError:
-                continue
-    return out
 
 
 def _cpu(pid: int) -> tuple[float, float, float]:
     """CPU seconds so far: the main (event loop) thread, the process, its children."""
-    children = 0.0
-    for child in _children(pid):
-        try:
-            children += _cpu_s(f"/proc/{child}/stat")
-        except OSError:
-            continue
-    return (_cpu_s(f"/proc/{pid}/task/{pid}/stat"), _cpu_s(f"/proc/{pid}/stat"), children)
+    children: list[str] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            children += f.read().split()
+    return (_cpu_s(f"/proc/{pid}/task/{pid}/stat"), _cpu_s(f"/proc/{pid}/stat"),
+            sum(_cpu_s(f"/proc/{child}/stat") for child in children))
 
 
 def run(pause_ms: float, seconds: int) -> str:

@@ -31,8 +31,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    # The audit writer thread hands off the GIL around every fsync; with the default 5 ms
-    # switch interval it then waits behind the event loop for up to 5 ms each time.
+    # The server's threads (the XKS worker threads; the audit writer thread with
+    # KMS_AUDIT_WRITER=thread) hand off the GIL around every blocking call; with the
+    # default 5 ms switch interval each then waits behind the event loop for up to 5 ms.
     sys.setswitchinterval(float(os.environ.get("KMS_SWITCH_INTERVAL", "0.0005")))
     settings = Settings.from_env()
     # Open once before serving: a wrong set-up fails here with a clear message. With one

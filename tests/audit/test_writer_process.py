@@ -355,6 +355,8 @@ def test_writer_status_fails_while_no_writer_process_can_run(
     async def body() -> tuple[BaseException | None, dict[str, object]]:
         first = log.writer_status()
         assert first["writer"] == "process" and isinstance(first["pid"], int)
+        off_loop = await asyncio.get_running_loop().run_in_executor(None, log.writer_status)
+        assert off_loop == first  # reported, not started, from another thread
         assert await log.append_async(_event(0)) == 0
         os.kill(first["pid"], signal.SIGKILL)
         channel = log._channel
@@ -400,3 +402,48 @@ def test_an_answer_out_of_protocol_fails_its_batch_and_replaces_the_writer(
     assert isinstance(error, DependencyTimeoutError) and "out of protocol" in str(error)
     assert seq == 1
     _check_log(log, 2)
+
+
+def test_the_writer_process_commits_at_most_max_frames_batches_per_transaction(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's loop (run here on a thread, over a real socket pair and database): five
+    batches that arrived together with MAX_FRAMES = 2 commit as three transactions (2, 2,
+    1; the batches of one transaction report the same commit time), in order, one chain."""
+    import json
+    import socket
+
+    engine = _engine(tmp_path)
+    monkeypatch.setattr(wp, "MAX_FRAMES", 2)
+    ours, theirs = socket.socketpair()
+
+    def serve() -> None:  # as main() does: the socket closes when _serve returns
+        try:
+            wp._serve(theirs)
+        finally:
+            theirs.close()
+
+    child = threading.Thread(target=serve, daemon=True)
+
+    def message(payload: bytes) -> bytes:
+        return wp._HEADER.pack(len(payload)) + payload
+
+    config = json.dumps({"url": engine.url.render_as_string(hide_password=False)}).encode()
+    ours.sendall(message(config) + b"".join(
+        message(wp.encode_batch([_event(2 * i), _event(2 * i + 1)])) for i in range(5)))
+    ours.shutdown(socket.SHUT_WR)  # end-of-file: the child answers all five, then exits
+    child.start()  # everything is already in the socket: the grouping is deterministic
+    buf = bytearray()
+    while data := ours.recv(1 << 16):
+        buf += data
+    child.join(timeout=10)
+    ours.close()
+    answers = [json.loads(f) for f in wp._frames(buf)]
+    assert [a[0] for a in answers] == ["ok"] * 5
+    assert [a[1] for a in answers] == [[2 * i, 2 * i + 1] for i in range(5)]
+    times = [a[2] for a in answers]
+    assert times[0] == times[1] and times[2] == times[3]
+    assert len({times[0], times[2], times[4]}) == 3
+    log = AuditLog(engine, system_clock, origin="test/audit", key_name="test/audit",
+                   public_key_pem=PEM, sign=lambda _m: b"")
+    _check_log(log, 10)
+    log.close()
