@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import Engine, PoolProxiedConnection
 
@@ -29,6 +30,14 @@ _HEAD_SQL = "SELECT size, last_hash, frontier FROM audit_head WHERE id = 1"
 _UPDATE_SQL = "UPDATE audit_head SET size = ?, last_hash = ?, frontier = ? WHERE id = 1"
 _INSERT_SQL = "INSERT INTO audit_records (seq, body, leaf_hash) VALUES "
 _log = logging.getLogger("kms.audit")
+T = TypeVar("T")
+
+
+def encode_event(seq: int, now: str, prev: str, e: AuditEvent) -> bytes:
+    """The record bytes of ``e`` at this position (``BatchCommitter.commit``'s encoder for
+    event objects; the writer process has its own for the values it receives)."""
+    return encode_fields(seq, now, prev, e.op, e.outcome, e.actor, e.key_id, e.key_version,
+                         e.store, e.error, e.request, e.context_hash, e.latency_us, e.detail)
 
 
 class BatchCommitter:
@@ -54,7 +63,7 @@ class BatchCommitter:
             self._insert_cache[rows] = sql
         return sql
 
-    def commit(self, events: list[AuditEvent],
+    def commit(self, events: Sequence[T], encode: Callable[[int, str, str, T], bytes],
                before_commit: Callable[[], None] | None = None) -> list[int]:
         """Append ``events`` in one transaction; their seqs (-1 for an invalid event).
         ``before_commit`` is called right before COMMIT. Raises if nothing was committed.
@@ -63,9 +72,11 @@ class BatchCommitter:
         few statements per batch (SQLite: BEGIN IMMEDIATE, read the head, one multi-row
         INSERT per 64 records, update the head, COMMIT), because each statement releases
         and retakes the GIL, which costs a hand-off when other threads are busy. Records
-        are encoded by ``record.encode_fields`` (same checks, same bytes as
-        ``encode(AuditRecord(...))``), the Merkle frontier is extended a level at a time
-        and kept between batches while no other writer has appended.
+        are encoded by ``encode``: :func:`encode_event` (``record.encode_fields``: same
+        checks, same bytes as ``encode(AuditRecord(...))``), or in the writer process from
+        the plain values it receives (``record.encode_values``); the Merkle frontier is
+        extended a level at a time and kept between batches while no other writer has
+        appended.
         """
         raw = self._raw
         if raw is None:  # kept while batches follow each other (see idle)
@@ -98,11 +109,9 @@ class BatchCommitter:
             sha256 = hashlib.sha256
             for e in events:
                 try:
-                    body = encode_fields(
-                        seq, now, prev, e.op, e.outcome, e.actor, e.key_id, e.key_version,
-                        e.store, e.error, e.request, e.context_hash, e.latency_us, e.detail)
+                    body = encode(seq, now, prev, e)
                 except Exception:  # RecordFormatError (or worse): this waiter fails closed
-                    _log.error("invalid audit event rejected (op %r)", e.op, exc_info=True)
+                    _log.error("invalid audit event rejected", exc_info=True)
                     seqs.append(-1)
                     continue
                 leaf = sha256(b"\x00" + body).digest()

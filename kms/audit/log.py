@@ -37,7 +37,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from kms.audit import checkpoint as cp
 from kms.audit import merkle
-from kms.audit.commit import BatchCommitter
+from kms.audit.commit import BatchCommitter, encode_event
 from kms.audit.event import AuditEvent
 from kms.audit.record import ChainHead, record_hash
 from kms.audit.writer_process import LoopChannel
@@ -369,7 +369,7 @@ class AuditLog:
     def _commit(self, events: list[AuditEvent],
                 before_commit: Callable[[], None] | None = None) -> list[int]:
         """Append ``events`` in one transaction (kms/audit/commit.py); their seqs."""
-        return self._committer.commit(events, before_commit)
+        return self._committer.commit(events, encode_event, before_commit)
 
     def _idle(self) -> None:
         """The queue is empty: the committer may hand its connection back."""

@@ -477,11 +477,58 @@ def encode_fields(
         detail={} if detail is None else detail))
 
 
+def encode_values(seq: int, time: str, prev: str, op: object, outcome: object, kind: object,
+                  actor_id: object, key_id: object, key_version: object, store: object,
+                  error: object, request: object, context_hash: object, latency_us: object,
+                  detail: object) -> bytes | None:
+    """Canonical bytes of a record given as plain values, or None.
+
+    The audit writer process's path (kms/audit/writer_process.py): the event arrives as
+    plain values (``op``, ``outcome`` and the actor's ``kind`` as strings, ``request`` as a
+    tuple in :data:`REQUEST_FIELDS` order or None), and building the ``Actor``,
+    ``RequestMetadata`` and ``AuditEvent`` objects only to take them apart again cost more
+    than the encoding. Every check of :func:`encode_fields` applies; where it returns
+    bytes they are the bytes ``encode_fields`` gives for the same event. None means "not
+    handled here": the caller builds the objects and calls ``encode_fields``, which gives
+    the bytes or the precise error (tests/audit/test_writer_process.py).
+    """
+    if request is not None and (type(request) is not tuple or len(request) != 6):
+        return None
+    text = _fast_text(seq, time, prev, op, outcome, kind, actor_id, key_id, key_version,
+                      store, error, request, context_hash, latency_us, detail)
+    if text is None:
+        return None
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: encode_fields rejects it
+        return None
+    return data if len(data) <= MAX_RECORD_BYTES else None
+
+
 def _fast_parts(seq: int, time: str, prev: str, op: object, outcome: object, actor: object,
                 key_id: object, key_version: object, store: object, error: object,
                 request: object, context_hash: object, latency_us: object,
                 detail: object) -> str | None:
     """The record's JSON text if every field passes the exact checks, else None."""
+    if type(actor) is not Actor:
+        return None
+    if request is None:
+        req = None
+    elif type(request) is RequestMetadata:
+        req = (request.awsPrincipalArn, request.awsSourceVpce, request.kmsKeyArn,
+               request.kmsOperation, request.kmsRequestId, request.kmsViaService)
+    else:
+        return None
+    return _fast_text(seq, time, prev, op, outcome, actor.kind, actor.id, key_id,
+                      key_version, store, error, req, context_hash, latency_us, detail)
+
+
+def _fast_text(seq: int, time: str, prev: str, op: object, outcome: object, kind: object,
+               actor_id: object, key_id: object, key_version: object, store: object,
+               error: object, request: tuple[object, ...] | None, context_hash: object,
+               latency_us: object, detail: object) -> str | None:
+    """The text behind :func:`_fast_parts` and :func:`encode_values` (``request`` in
+    REQUEST_FIELDS order)."""
     if type(seq) is not int or not 0 <= seq <= MAX_INT:
         return None
     if type(prev) is not str or not _hex64(prev) or (seq == 0 and prev != GENESIS_PREV):
@@ -500,10 +547,10 @@ def _fast_parts(seq: int, time: str, prev: str, op: object, outcome: object, act
         error_j = _esc(error)
     else:
         return None
-    if type(actor) is not Actor:
+    if type(kind) is not str and type(kind) is not ActorKind:
         return None
-    kind_j = _KIND_JSON.get(actor.kind)
-    id_j = _fast_str(actor.id)
+    kind_j = _KIND_JSON.get(kind)
+    id_j = _fast_str(actor_id)
     if kind_j is None or id_j is None or id_j == "null":
         return None
     key_id_j = _fast_str(key_id)
@@ -530,10 +577,9 @@ def _fast_parts(seq: int, time: str, prev: str, op: object, outcome: object, act
         return None
     if request is None:
         req_j = "null"
-    elif type(request) is RequestMetadata:
+    else:
         fields = []
-        for value in (request.awsPrincipalArn, request.awsSourceVpce, request.kmsKeyArn,
-                      request.kmsOperation, request.kmsRequestId, request.kmsViaService):
+        for value in request:
             if value is None:
                 fields.append("null")
             elif type(value) is str and 0 < len(value) <= _MAX_STR:
@@ -543,8 +589,6 @@ def _fast_parts(seq: int, time: str, prev: str, op: object, outcome: object, act
         req_j = (f'{{"awsPrincipalArn":{fields[0]},"awsSourceVpce":{fields[1]},'
                  f'"kmsKeyArn":{fields[2]},"kmsOperation":{fields[3]},'
                  f'"kmsRequestId":{fields[4]},"kmsViaService":{fields[5]}}}')
-    else:
-        return None
     if detail is None or (type(detail) is dict and not detail):
         detail_j = "{}"
     elif isinstance(detail, Mapping):

@@ -24,7 +24,16 @@ from kms.audit import log as log_mod
 from kms.audit import writer_process as wp
 from kms.audit.event import AuditEvent, cli_actor
 from kms.audit.log import AuditLog
-from kms.audit.record import Operation, Outcome, decode, encode_fields
+from kms.audit.record import (
+    Actor,
+    ActorKind,
+    Operation,
+    Outcome,
+    RequestMetadata,
+    decode,
+    encode_fields,
+    encode_values,
+)
 from kms.clock import system_clock
 from kms.errors import DependencyTimeoutError
 from tests.audit.test_log_append import PEM, _check_log, _engine, _event
@@ -288,24 +297,26 @@ _EVENT_FIELDS = {k: v for k, v in FAST_FIELDS.items() if k not in ("seq", "time"
 def test_the_writer_process_writes_the_bytes_the_writer_thread_would(
         f: dict[str, object]) -> None:
     """What crosses the socket (plain values for well-typed events, the object otherwise)
-    gives the child an event that encodes to the same record bytes, or fails as the thread
-    path fails: never a different record."""
+    is encoded by the child (``_encode_wire``: ``encode_values`` straight from the values,
+    or through the objects) to the same record bytes, or fails as the thread path fails:
+    never a different record."""
     event = AuditEvent(**f)  # type: ignore[arg-type]
 
-    def record(e: AuditEvent) -> bytes | None:
+    def thread_path() -> bytes | None:
         try:
-            return encode_fields(5, FAST_TIME, "a" * 64, e.op, e.outcome, e.actor, e.key_id,
-                                 e.key_version, e.store, e.error, e.request, e.context_hash,
-                                 e.latency_us, e.detail)
+            return encode_fields(5, FAST_TIME, "a" * 64, event.op, event.outcome, event.actor,
+                                 event.key_id, event.key_version, event.store, event.error,
+                                 event.request, event.context_hash, event.latency_us,
+                                 event.detail)
         except Exception:
             return None
 
     (sent,) = pickle.loads(wp.encode_batch([event]))
     try:
-        received = None if sent is None else wp._event(sent)
+        child = None if sent is None else wp._encode_wire(5, FAST_TIME, "a" * 64, sent)
     except Exception:
-        received = None
-    assert (None if received is None else record(received)) == record(event)
+        child = None
+    assert child == thread_path()
 
 
 def test_readyz_reports_the_writer_process_and_starts_a_new_one(tmp_path: Path) -> None:
@@ -447,3 +458,44 @@ def test_the_writer_process_commits_at_most_max_frames_batches_per_transaction(
                    public_key_pem=PEM, sign=lambda _m: b"")
     _check_log(log, 10)
     log.close()
+
+
+_TYPED_FIELDS = {
+    **_EVENT_FIELDS,
+    "op": st.sampled_from(list(Operation)),
+    "outcome": st.sampled_from(list(Outcome)),
+    "actor": st.builds(Actor, kind=st.sampled_from(list(ActorKind)),
+                       id=st.text(min_size=1, max_size=30)),
+    "request": st.none() | st.builds(
+        RequestMetadata, kmsRequestId=st.none() | st.text(min_size=1, max_size=30),
+        awsPrincipalArn=st.none() | st.just("arn:aws:iam::1:role/x"),
+        kmsOperation=st.none() | st.just("Encrypt"), awsSourceVpce=st.none() | st.just("v")),
+    "detail": st.sampled_from([{}, {"reason": "x", "n": -5, "ok": True, "z": None},
+                               {"Bad": 1}, {"f": 1.5}, {"k" * 65: 1}, {"r": "\ud800"}]),
+}
+
+
+@given(st.fixed_dictionaries(_TYPED_FIELDS))
+@settings(max_examples=500, deadline=None)
+def test_plain_values_encode_as_the_objects_do(f: dict[str, object]) -> None:
+    """Events of the exact types (every XKS and admin event) cross as plain values, and
+    ``encode_values`` turns them into the bytes ``encode_fields`` gives for the objects, or
+    declines and the objects' path raises (lone surrogates, bad versions, 65-char detail
+    keys, ...)."""
+    event = AuditEvent(**f)  # type: ignore[arg-type]
+    (sent,) = pickle.loads(wp.encode_batch([event]))
+    assert sent[0] == "v"
+    try:
+        expected: bytes | None = encode_fields(
+            7, FAST_TIME, "b" * 64, event.op, event.outcome, event.actor, event.key_id,
+            event.key_version, event.store, event.error, event.request, event.context_hash,
+            event.latency_us, event.detail)
+    except Exception:
+        expected = None
+    fast = encode_values(7, FAST_TIME, "b" * 64, *sent[1:])
+    assert fast is None or fast == expected
+    try:
+        child = wp._encode_wire(7, FAST_TIME, "b" * 64, sent)
+    except Exception:
+        child = None
+    assert child == expected
