@@ -35,7 +35,8 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
         assert all(positive(result[name][k]) for k in ("rps", "p50_ms", "p99_ms")), name
         assert result[name]["errors"] == 0, name
     for name in ("xks_vs_echo", "envelope_vs_tink_cached", "envelope_vs_tink_uncached",
-                 "envelope_vs_esdk", "audit_append_rps", "audit_verify_rps"):
+                 "envelope_vs_esdk", "audit_append_rps", "audit_append_thread_rps",
+                 "audit_verify_rps"):
         assert positive(result[name]), name
     for peer in ("ours", "tink", "esdk"):
         assert result["envelope"][peer], peer
