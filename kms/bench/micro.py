@@ -7,7 +7,8 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
   timed alternately in one loop (so both see the same machine), p10 and median;
 - ``xks``: one signed XKS encrypt through ``XksHandler.process`` (SigV4, parsing, key
   state, the HSM call, the audit event; no HTTP, no audit append), the same request with a
-  wrong signature, and the audit record encoding of that event (``encode_fields``);
+  wrong signature, and the audit record encoding of that event (``encode_fields``; in the
+  writer process: rebuilding the objects first, as before 0373216, and ``encode_values``);
 - ``batches``: 32 audit writer threads for 3 s: records/s, mean group-commit batch size and
   commit time (from the ``kms_audit_*`` histograms the runtime feeds); then kms serve's
   path for 3 s: 32 coroutines on a loop with the audit writer process, records/s.
@@ -145,6 +146,14 @@ def xks(rt: Runtime) -> None:
         1, "2026-11-27T00:00:00.000000Z", "0" * 64, event.op, event.outcome, event.actor,
         event.key_id, event.key_version, event.store, event.error, event.request,
         event.context_hash, event.latency_us, event.detail)))
+    from kms.audit import writer_process as wp
+    from kms.audit.commit import encode_event
+
+    fields = wp._fields(event)  # what crosses to the writer process
+    print("writer process: rebuild + encode  ", per_call_us(lambda: encode_event(
+        1, "2026-11-27T00:00:00.000000Z", "0" * 64, wp._event(fields))))
+    print("writer process: encode_values     ", per_call_us(lambda: wp._encode_wire(
+        1, "2026-11-27T00:00:00.000000Z", "0" * 64, fields)))
 
 
 PARTS = {"hsm": hsm, "envelope": envelope, "xks": xks, "batches": batches}
