@@ -63,7 +63,8 @@ def test_micro_xks_part_runs_a_signed_request_through_the_handler(tmp_path: Path
     lines = [x for x in done.stdout.splitlines() if x.strip()]
     assert [x.split(" min ")[0].strip() for x in lines] == [
         "XksHandler.process, encrypt", "XksHandler.process, bad signature",
-        "audit encode_fields (that event)"]
+        "audit encode_fields (that event)", "writer process: rebuild + encode",
+        "writer process: encode_values"]
     assert all(" us, median " in x for x in lines)
 
 
