@@ -106,6 +106,9 @@ DEGRADED_LATENCY_MS = 100.0
 # While reconnecting keeps failing, or the rebuilt connection fails again at once, calls
 # fail fast for this long before trying again.
 RECONNECT_BACKOFF_S = 0.1
+# Inside no_rebuild() (an event loop), the longest wait for the module lock before the call
+# is deferred to a worker thread (RebuildDeferred): another thread's rebuild holds it longer.
+LOOP_LOCK_WAIT_S = 0.005
 
 _NO_REBUILD: contextvars.ContextVar[bool] = contextvars.ContextVar("hsm_no_rebuild",
                                                                   default=False)
@@ -135,6 +138,7 @@ class _ModuleState:
 
     lock: threading.RLock = field(default_factory=threading.RLock)
     generation: int = 0
+    rebuilding: bool = False  # a connection rebuild holds the lock (read without it)
 
 
 _MODULES: dict[str, _ModuleState] = {}
@@ -331,15 +335,18 @@ class Pkcs11Hsm:
         if now < self._next_attempt:
             raise HsmUnavailable("the HSM is unavailable (reconnecting)")
         old, self._conn = self._conn, None
-        if old is not None:
-            old.close()
+        self._module.rebuilding = True
         try:
+            if old is not None:
+                old.close()
             if self._generation == self._module.generation:
                 self._reinitialize()  # nobody else has since the failure: our turn
             conn = self._connect()
         except (HsmError, pe.PKCS11Error):
             self._next_attempt = time.monotonic() + RECONNECT_BACKOFF_S
             raise HsmUnavailable("the HSM is unavailable") from None
+        finally:
+            self._module.rebuilding = False
         self._reconnects += 1
         return conn
 
@@ -351,11 +358,16 @@ class Pkcs11Hsm:
         so a session is always free here; the pool only spares sessions)."""
         attempts = 0
         rebuilt = False
+        loop_caller = _NO_REBUILD.get()
         while attempts <= self._max_retries:
-            with self._lock:
+            if loop_caller:
+                self._acquire_for_loop()
+            else:
+                self._lock.acquire()
+            try:
                 conn = self._conn
                 if conn is None or conn.broken or self._generation != self._module.generation:
-                    if _NO_REBUILD.get() and time.monotonic() >= self._next_attempt:
+                    if loop_caller and time.monotonic() >= self._next_attempt:
                         raise RebuildDeferred()
                     conn = self._reconnect()
                     rebuilt = True
@@ -379,12 +391,23 @@ class Pkcs11Hsm:
                     raise PermissionDenied("the token refused this operation") from None
                 finally:
                     conn.free.put(s)
+            finally:
+                self._lock.release()
         # Still failing (a module that opens sessions but fails every operation, say):
         # fail fast for a while instead of rebuilding the connection again for this call
         # or the next ones (each rebuild is a C_Finalize/C_Initialize and a login).
         with self._lock:
             self._next_attempt = time.monotonic() + RECONNECT_BACKOFF_S
         raise HsmUnavailable("the HSM is unavailable")
+
+    def _acquire_for_loop(self) -> None:
+        """The module lock for a caller inside :func:`no_rebuild` (an event loop), which
+        must not wait behind a rebuild of the connection (C_Finalize, C_Initialize and a
+        login: tens to hundreds of milliseconds on a busy machine) another thread is doing:
+        RebuildDeferred at once while one runs, or once LOOP_LOCK_WAIT_S has passed;
+        ordinary calls of other threads (well under a millisecond each) are waited for."""
+        if self._module.rebuilding or not self._lock.acquire(timeout=LOOP_LOCK_WAIT_S):
+            raise RebuildDeferred()
 
     def _token_reachable(self, conn: _Connection) -> bool:
         """Distinguish "no such key" from "the token is gone" (both look like NoSuchKey)."""

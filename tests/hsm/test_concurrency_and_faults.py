@@ -163,3 +163,75 @@ def test_no_rebuild_defers_a_due_rebuild_to_the_caller(
 
 def _parts(ct: object) -> tuple[bytes, bytes, bytes]:
     return ct.iv, ct.ciphertext, ct.tag  # type: ignore[attr-defined]
+
+
+def test_no_rebuild_does_not_wait_behind_another_threads_rebuild(
+    make_token: Callable[[], str], softhsm_module: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event loop must not wait for a rebuild that a worker thread is doing either: it
+    holds the module lock for the whole C_Finalize/C_Initialize and login (348 ms once, on a
+    loaded CI machine, which put one XKS answer past the 250 ms budget). Inside no_rebuild()
+    a call then raises RebuildDeferred at once (and is rerun on a worker thread); a short
+    hold of the lock by an ordinary call is waited for."""
+    label = make_token()
+    hsm = Pkcs11Hsm(softhsm_module, label, Pin(TEST_PIN))
+    hsm.generate_aes_key("k", [AesUsage.ENCRYPT, AesUsage.DECRYPT])
+    real = Pkcs11Hsm._reinitialize
+    started = threading.Event()
+
+    def slow_reinitialize(self: Pkcs11Hsm) -> None:
+        started.set()
+        time.sleep(0.4)  # a slow module re-initialization
+        real(self)
+
+    monkeypatch.setattr(Pkcs11Hsm, "_reinitialize", slow_reinitialize)
+    assert hsm._conn is not None
+    hsm._conn.broken = True  # as after a device error: the next call rebuilds
+    worker = threading.Thread(target=lambda: hsm.encrypt("k", b"rebuilds", b""))
+    worker.start()
+    assert started.wait(5)
+    t0 = time.monotonic()
+    with no_rebuild(), pytest.raises(RebuildDeferred):
+        hsm.encrypt("k", b"loop", b"")
+    assert time.monotonic() - t0 < 0.1  # not the 0.4 s the rebuild holds the lock
+    worker.join(10)
+    assert hsm.reconnects == 1
+    with no_rebuild():  # rebuilt: the loop's calls run inline again
+        assert hsm.decrypt("k", *_parts(hsm.encrypt("k", b"back", b"")), b"") == b"back"
+
+    # A lock held briefly (an ordinary call on another thread) is waited for, not deferred.
+    lock = pkcs11_hsm.module_lock(softhsm_module)
+    held = threading.Event()
+
+    def hold_briefly() -> None:
+        with lock:
+            held.set()
+            time.sleep(0.001)
+
+    holder = threading.Thread(target=hold_briefly)
+    holder.start()
+    assert held.wait(5)
+    with no_rebuild():
+        assert hsm.decrypt("k", *_parts(hsm.encrypt("k", b"waited", b"")), b"") == b"waited"
+    holder.join(5)
+
+    # Held past LOOP_LOCK_WAIT_S without a rebuild (a slow call): deferred, after the wait.
+    release = threading.Event()
+
+    def hold_long() -> None:
+        with lock:
+            held.set()
+            release.wait(5)
+
+    held.clear()
+    holder = threading.Thread(target=hold_long)
+    holder.start()
+    assert held.wait(5)
+    t0 = time.monotonic()
+    try:
+        with no_rebuild(), pytest.raises(RebuildDeferred):
+            hsm.encrypt("k", b"loop", b"")
+        assert time.monotonic() - t0 < 0.1
+    finally:
+        release.set()
+        holder.join(5)
