@@ -248,12 +248,14 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 ENV_SOAK = os.environ.get("KMS_SOAK") == "1"
 
 
-def presigned(srv: KmsServer, akid: str, secret: str, key: str,
-              n: int) -> list[wrk.Prepared]:
+def presigned(srv: KmsServer, akid: str, secret: str, key: str, n: int,
+              cts: list[XksCiphertext] | None = None) -> list[wrk.Prepared]:
     """n requests for wrk, encrypts and decrypts alternating, each with its own
-    kmsRequestId (valid for the SigV4 window: replay them for minutes, not longer)."""
+    kmsRequestId (valid for the SigV4 window: replay them for minutes, not longer). The
+    decrypts are of ``cts`` (made now if not given: the key must then be enabled)."""
     signer = Signer(srv.xks_endpoint, akid, secret)
-    cts = seeds(srv, akid, secret, key)
+    if cts is None:
+        cts = seeds(srv, akid, secret, key)
     out = []
     for i in range(n):
         rid = str(uuid.uuid4())

@@ -175,6 +175,9 @@ def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: flo
             rss["t10"] = rss_kb(pid)
 
     results: list[wrk.LoadResult] = []
+    # The decrypts' ciphertexts are made before the revoke/enable cycles start: a segment's
+    # re-signing must not need the key enabled (it may fall in a revoked window).
+    cts = seeds(srv, served.akid, served.secret, served.key)
     start = time.monotonic()
     threads = [threading.Thread(target=operator, args=(served, cycle_s, stop, windows),
                                 daemon=True),
@@ -185,7 +188,7 @@ def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: flo
         left = seconds
         while left > 0:
             segment = min(SEGMENT_S, left)
-            requests = presigned(srv, served.akid, served.secret, served.key, 2000)
+            requests = presigned(srv, served.akid, served.secret, served.key, 2000, cts)
             results.append(wrk.run(srv.xks_endpoint, requests, seconds=segment,
                                    connections=WRK_CONNECTIONS, threads=2, classify=True,
                                    delay_ms=delay_ms, quantiles=True))
