@@ -395,9 +395,9 @@ class Pkcs11Hsm:
                 self._lock.release()
         # Still failing (a module that opens sessions but fails every operation, say):
         # fail fast for a while instead of rebuilding the connection again for this call
-        # or the next ones (each rebuild is a C_Finalize/C_Initialize and a login).
-        with self._lock:
-            self._next_attempt = time.monotonic() + RECONNECT_BACKOFF_S
+        # or the next ones (each rebuild is a C_Finalize/C_Initialize and a login). One
+        # attribute store: no lock needed, so an event-loop caller never waits here either.
+        self._next_attempt = time.monotonic() + RECONNECT_BACKOFF_S
         raise HsmUnavailable("the HSM is unavailable")
 
     def _acquire_for_loop(self) -> None:

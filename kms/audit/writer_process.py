@@ -13,10 +13,10 @@ big-endian length and a payload. The parent sends the database URL (JSON) once, 
 batch per message: a pickled list of event field tuples (only the parent holds the other
 end of the socket; the server itself never unpickles anything). The child reads every
 batch that has arrived (up to MAX_FRAMES), commits them in ONE transaction (group
-commit), then answers each
-batch, in order, in JSON: ``["ok", seqs, seconds]`` (seq -1: that event was not a valid
-record and was not written) or ``["error", message]``. A caller is released only by the
-answer to its batch, sent after the commit returned: never "durable" before it is.
+commit), then answers each batch, in order, in JSON: ``["ok", seqs, seconds]`` (seq -1:
+that event was not a valid record and was not written) or ``["error", message]``. A
+caller is released only by the answer to its batch, sent after the commit returned: never
+"durable" before it is.
 
 Failure: a child that dies, stops answering for :data:`REPLY_TIMEOUT_S` or breaks the
 protocol fails every batch it holds closed (DependencyTimeoutError) and is replaced on the
@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from kms.audit.commit import BatchCommitter
+from kms.audit.commit import BatchCommitter, encode_event
 from kms.audit.event import AuditEvent
 from kms.audit.record import (
     Actor,
@@ -56,7 +56,6 @@ from kms.audit.record import (
     Operation,
     Outcome,
     RequestMetadata,
-    encode_fields,
     encode_values,
 )
 from kms.errors import DependencyTimeoutError
@@ -119,15 +118,13 @@ def _event(fields: _EventFields) -> AuditEvent:
 def _encode_wire(seq: int, now: str, prev: str, fields: _EventFields) -> bytes:
     """The child's encoder (``BatchCommitter.commit``): the record bytes straight from the
     plain values where ``encode_values`` can; otherwise (the object form, or values it does
-    not handle) through the objects and ``encode_fields``, which gives the bytes or the
+    not handle) through the objects and ``encode_event``, which gives the bytes or the
     precise error. Same bytes either way (tests/audit/test_writer_process.py)."""
     if fields[0] == "v" and len(fields) == 13:
         body = encode_values(seq, now, prev, *fields[1:])
         if body is not None:
             return body
-    e = _event(fields)
-    return encode_fields(seq, now, prev, e.op, e.outcome, e.actor, e.key_id, e.key_version,
-                         e.store, e.error, e.request, e.context_hash, e.latency_us, e.detail)
+    return encode_event(seq, now, prev, _event(fields))
 
 
 def encode_batch(events: list[AuditEvent]) -> bytes:

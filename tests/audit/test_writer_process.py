@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from kms.audit import log as log_mod
 from kms.audit import writer_process as wp
+from kms.audit.commit import encode_event
 from kms.audit.event import AuditEvent, cli_actor
 from kms.audit.log import AuditLog
 from kms.audit.record import (
@@ -31,7 +32,6 @@ from kms.audit.record import (
     Outcome,
     RequestMetadata,
     decode,
-    encode_fields,
     encode_values,
 )
 from kms.clock import system_clock
@@ -41,6 +41,7 @@ from tests.audit.test_record_fast_encoding import _T as FAST_TIME
 from tests.audit.test_record_fast_encoding import _fields as FAST_FIELDS
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def _plog(tmp_path: Path, batches: list[tuple[int, int]] | None = None) -> AuditLog:
@@ -292,6 +293,14 @@ def test_the_serving_append_benchmark_appends_through_the_writer_process(
 _EVENT_FIELDS = {k: v for k, v in FAST_FIELDS.items() if k not in ("seq", "time", "prev")}
 
 
+def _bytes_or_none(encode: Callable[[int, str, str, U], bytes], item: U) -> bytes | None:
+    """The record bytes ``encode`` gives for ``item`` at seq 5, or None if it refuses."""
+    try:
+        return encode(5, FAST_TIME, "a" * 64, item)
+    except Exception:
+        return None
+
+
 @given(st.fixed_dictionaries(_EVENT_FIELDS))
 @settings(max_examples=300, deadline=None)
 def test_the_writer_process_writes_the_bytes_the_writer_thread_would(
@@ -301,22 +310,9 @@ def test_the_writer_process_writes_the_bytes_the_writer_thread_would(
     or through the objects) to the same record bytes, or fails as the thread path fails:
     never a different record."""
     event = AuditEvent(**f)  # type: ignore[arg-type]
-
-    def thread_path() -> bytes | None:
-        try:
-            return encode_fields(5, FAST_TIME, "a" * 64, event.op, event.outcome, event.actor,
-                                 event.key_id, event.key_version, event.store, event.error,
-                                 event.request, event.context_hash, event.latency_us,
-                                 event.detail)
-        except Exception:
-            return None
-
     (sent,) = pickle.loads(wp.encode_batch([event]))
-    try:
-        child = None if sent is None else wp._encode_wire(5, FAST_TIME, "a" * 64, sent)
-    except Exception:
-        child = None
-    assert child == thread_path()
+    child = None if sent is None else _bytes_or_none(wp._encode_wire, sent)
+    assert child == _bytes_or_none(encode_event, event)
 
 
 def test_readyz_reports_the_writer_process_and_starts_a_new_one(tmp_path: Path) -> None:
@@ -485,17 +481,7 @@ def test_plain_values_encode_as_the_objects_do(f: dict[str, object]) -> None:
     event = AuditEvent(**f)  # type: ignore[arg-type]
     (sent,) = pickle.loads(wp.encode_batch([event]))
     assert sent[0] == "v"
-    try:
-        expected: bytes | None = encode_fields(
-            7, FAST_TIME, "b" * 64, event.op, event.outcome, event.actor, event.key_id,
-            event.key_version, event.store, event.error, event.request, event.context_hash,
-            event.latency_us, event.detail)
-    except Exception:
-        expected = None
-    fast = encode_values(7, FAST_TIME, "b" * 64, *sent[1:])
+    expected = _bytes_or_none(encode_event, event)
+    fast = encode_values(5, FAST_TIME, "a" * 64, *sent[1:])
     assert fast is None or fast == expected
-    try:
-        child = wp._encode_wire(7, FAST_TIME, "b" * 64, sent)
-    except Exception:
-        child = None
-    assert child == expected
+    assert _bytes_or_none(wp._encode_wire, sent) == expected

@@ -169,8 +169,8 @@ def test_no_rebuild_does_not_wait_behind_another_threads_rebuild(
     make_token: Callable[[], str], softhsm_module: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An event loop must not wait for a rebuild that a worker thread is doing either: it
-    holds the module lock for the whole C_Finalize/C_Initialize and login (348 ms once, on a
-    loaded CI machine, which put one XKS answer past the 250 ms budget). Inside no_rebuild()
+    holds the module lock for the whole C_Finalize/C_Initialize and login (the likely cause
+    of one XKS answer at 348 ms, past the 250 ms budget, in a CI run). Inside no_rebuild()
     a call then raises RebuildDeferred at once (and is rerun on a worker thread); a short
     hold of the lock by an ordinary call is waited for."""
     label = make_token()
