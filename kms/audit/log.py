@@ -264,8 +264,11 @@ class AuditLog:
         if channel is None:
             return {"writer": "thread"}
         if threading.get_ident() != self._channel_thread:  # off the loop: report only
-            return {"writer": "process", "pid": channel.pid}
-        return {"writer": "process", "pid": channel.check()}
+            return {"writer": "process", "pid": channel.pid, "ready": channel.ready}
+        pid = channel.check()
+        if not channel.ready:
+            raise DependencyTimeoutError("the audit writer process is starting")
+        return {"writer": "process", "pid": pid, "ready": True}
 
     def _put_on_loop(self, loop: asyncio.AbstractEventLoop, item: _Item) -> None:
         """On ``loop``: gathered per loop iteration and handed over as one item, so the
@@ -277,6 +280,12 @@ class AuditLog:
         if not outbox:
             loop.call_soon(self._flush_outbox, loop)
         outbox.append(item)
+
+    async def writer_ready(self, timeout: float) -> bool:
+        """On the attached loop: whether the writer process (if any) has started and opened
+        the database, waiting up to ``timeout`` seconds for it."""
+        channel = self._channel
+        return True if channel is None else await channel.wait_ready(timeout)
 
     def attach_loop(self) -> None:
         """Called on the serving event loop (``kms serve``'s lifespan): with

@@ -9,7 +9,10 @@ a socket and reads the answers as one more readable socket, with no thread in be
 and the writer process encodes, hashes and commits with its own interpreter.
 
 Protocol, over a socket pair private to the two processes; each message is a 4-byte
-big-endian length and a payload. The parent sends the database URL (JSON) once, then one
+big-endian length and a payload. The parent sends the database URL (JSON) once; the child
+imports what it needs, opens the database and answers ``["ready"]`` (the parent's
+:meth:`LoopChannel.wait_ready`: ``kms serve`` opens its port only after it, so that the
+first requests after a start do not wait ~0.2 s for the child's start-up). Then one
 batch per message: a pickled list of event field tuples (only the parent holds the other
 end of the socket; the server itself never unpickles anything). The child reads every
 batch that has arrived (up to MAX_FRAMES), commits them in ONE transaction (group
@@ -67,6 +70,7 @@ IDLE_S = 1.0  # the child hands its connection back to the pool after this long 
 MAX_UNSENT = 64 << 20  # bytes queued for a child that does not read: fail closed past it
 MAX_FRAMES = 256  # batches the child commits in one transaction at most (bounded latency)
 _HEADER = struct.Struct("!I")
+_READY = b'["ready"]'
 _NOT_FOR_THE_WRITER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.audit")
 
@@ -207,10 +211,33 @@ class LoopChannel:
         self._in = bytearray()
         self._pending: collections.deque[tuple[object, int, float]] = collections.deque()
         self._closed = False
+        self._ready = False  # the current child said it is ready
+        self._ready_waiters: list[asyncio.Future[None]] = []
 
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
+
+    @property
+    def ready(self) -> bool:
+        """The current child has opened the database and takes batches."""
+        return self._ready
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """On the loop: whether the child is ready, waiting up to ``timeout`` seconds for it
+        (batches sent before then are not lost: the child reads them once it is)."""
+        if self._ready:
+            return True
+        waiter = self.loop.create_future()
+        self._ready_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return self._ready
+        finally:
+            if waiter in self._ready_waiters:
+                self._ready_waiters.remove(waiter)
+        return self._ready
 
     def check(self) -> int:
         """On the loop (``attach_loop``, ``/readyz``): the writer process's pid, started
@@ -239,7 +266,7 @@ class LoopChannel:
             _reap_later(proc)
             raise DependencyTimeoutError("the audit writer process could not start") from None
         sock.setblocking(False)
-        self._sock, self._proc = sock, proc
+        self._sock, self._proc, self._ready = sock, proc, False
         self.loop.add_reader(sock.fileno(), self._on_readable)
         return sock
 
@@ -305,8 +332,21 @@ class LoopChannel:
             return
         self._in += data
         for frame in _frames(self._in):
+            if not self._ready:  # a new child's first frame
+                if frame != _READY:
+                    self._broken("the audit writer process answered out of protocol")
+                    return
+                self._set_ready()
+                continue
             if not self._answer(frame):
                 return
+
+    def _set_ready(self) -> None:
+        self._ready = True
+        for waiter in self._ready_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._ready_waiters.clear()
 
     def _answer(self, frame: bytes) -> bool:
         if not self._pending:
@@ -344,6 +384,7 @@ class LoopChannel:
         new one."""
         sock, proc = self._sock, self._proc
         self._sock = self._proc = None
+        self._ready = False
         if sock is not None:
             self.loop.remove_reader(sock.fileno())
             if self._out:
@@ -382,6 +423,9 @@ class LoopChannel:
                     break
                 self._in += data
                 for frame in _frames(self._in):
+                    if not self._ready and frame == _READY:
+                        self._ready = True
+                        continue
                     if not self._answer(frame):
                         break
         except OSError:
@@ -403,7 +447,7 @@ class LoopChannel:
 
 def _serve(sock: socket.socket) -> None:
     from kms.clock import system_clock
-    from kms.db.engine import make_engine
+    from kms.db.engine import make_engine, read_only
 
     buf = bytearray()
     while not (frames := _frames(buf)):
@@ -414,6 +458,12 @@ def _serve(sock: socket.socket) -> None:
     config = json.loads(frames[0])
     engine = make_engine(str(config["url"]))
     committer = BatchCommitter(engine, system_clock)
+    try:  # the first batch does not pay for opening the database
+        with read_only(engine) as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # the database is down: each batch then fails closed, as ever
+        _log.warning("audit database not reachable at start (%s)", type(exc).__name__)
+    sock.sendall(_HEADER.pack(len(_READY)) + _READY)
     pending = frames[1:]
     try:
         eof = False

@@ -316,7 +316,9 @@ def test_the_writer_process_writes_the_bytes_the_writer_thread_would(
 
 
 def test_readyz_reports_the_writer_process_and_starts_a_new_one(tmp_path: Path) -> None:
-    """kms serve: /readyz names the writer process (a child of the server); killed, it is
+    """kms serve: the port opens once the writer process is ready (so the first /readyz
+    already says so: without that wait the first requests waited ~0.2 s for the child's
+    start-up); /readyz names the writer process (a child of the server); killed, it is
     replaced (by the next batch, or by /readyz itself) and the service answers again."""
     import httpx
 
@@ -331,6 +333,7 @@ def test_readyz_reports_the_writer_process_and_starts_a_new_one(tmp_path: Path) 
         assert srv.proc is not None
         ready = httpx.get(srv.url + "/readyz", timeout=5).json()
         assert ready["status"] == "ready" and ready["audit"]["writer"] == "process"
+        assert ready["audit"]["ready"] is True
         first = ready["audit"]["pid"]
         with open(f"/proc/{first}/stat") as f:
             assert int(f.read().rsplit(")", 1)[1].split()[1]) == srv.proc.pid  # its child
@@ -359,9 +362,17 @@ def test_writer_status_fails_while_no_writer_process_can_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = _plog(tmp_path)
 
+    async def status() -> dict[str, object]:
+        """writer_status once the writer process it started has said it is ready."""
+        with pytest.raises(DependencyTimeoutError, match="starting"):
+            log.writer_status()  # started, not ready yet: /readyz is 503
+        assert await log.writer_ready(10)
+        return log.writer_status()
+
     async def body() -> tuple[BaseException | None, dict[str, object]]:
-        first = log.writer_status()
+        first = await status()
         assert first["writer"] == "process" and isinstance(first["pid"], int)
+        assert first["ready"] is True
         off_loop = await asyncio.get_running_loop().run_in_executor(None, log.writer_status)
         assert off_loop == first  # reported, not started, from another thread
         assert await log.append_async(_event(0)) == 0
@@ -377,7 +388,7 @@ def test_writer_status_fails_while_no_writer_process_can_run(
         except DependencyTimeoutError as exc:
             refused = exc
         monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
-        second = log.writer_status()
+        second = await status()
         assert second["pid"] != first["pid"]
         assert await log.append_async(_event(1)) == 1
         return refused, second
@@ -444,7 +455,8 @@ def test_the_writer_process_commits_at_most_max_frames_batches_per_transaction(
         buf += data
     child.join(timeout=10)
     ours.close()
-    answers = [json.loads(f) for f in wp._frames(buf)]
+    ready, *answers = [json.loads(f) for f in wp._frames(buf)]
+    assert ready == ["ready"]  # once the database is open, before any batch's answer
     assert [a[0] for a in answers] == ["ok"] * 5
     assert [a[1] for a in answers] == [[2 * i, 2 * i + 1] for i in range(5)]
     times = [a[2] for a in answers]
