@@ -330,6 +330,9 @@ class LoopChannel:
         if not data:
             self._broken("the audit writer process stopped")
             return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         self._in += data
         for frame in _frames(self._in):
             if not self._ready:  # a new child's first frame

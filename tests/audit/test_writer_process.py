@@ -261,6 +261,7 @@ def test_the_writer_process_gets_no_pin_and_no_database_url_in_its_environment(
     log = _plog(tmp_path)
 
     async def body() -> bytes:
+        assert await log.writer_ready(10)  # up, past its imports and database
         assert log._channel is not None and log._channel.pid is not None
         with open(f"/proc/{log._channel.pid}/environ", "rb") as f:
             environ = f.read()
@@ -420,6 +421,29 @@ def test_an_answer_out_of_protocol_fails_its_batch_and_replaces_the_writer(
     assert isinstance(error, DependencyTimeoutError) and "out of protocol" in str(error)
     assert seq == 1
     _check_log(log, 2)
+
+
+def test_a_new_writer_process_that_does_not_first_say_ready_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until a child says ``["ready"]`` nothing it sends is taken as a batch's answer: a
+    first frame that is anything else breaks the protocol, and the batch fails closed."""
+    log = _plog(tmp_path)
+
+    async def body() -> tuple[BaseException | None, bool, int]:
+        channel = log._channel
+        assert channel is not None and not channel.ready
+        waiter = log_mod._LoopWaiter(asyncio.get_running_loop())
+        channel._pending.append(([waiter], 1, time.monotonic()))
+        answer = b'["ok", [0], 0.001]'
+        channel._receive(wp._HEADER.pack(len(answer)) + answer)
+        replaced = channel._sock is None and not channel._pending and not channel.ready
+        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
+        return waiter.future.exception(), replaced, await log.append_async(_event(0))
+
+    error, replaced, seq = _serve(log, body)
+    assert isinstance(error, DependencyTimeoutError) and "out of protocol" in str(error)
+    assert replaced and seq == 0
+    _check_log(log, 1)
 
 
 def test_the_writer_process_commits_at_most_max_frames_batches_per_transaction(
