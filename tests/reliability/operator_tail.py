@@ -1,9 +1,10 @@
 """Does the soak's operator lift the XKS latency tail? 30 s wrk runs paced for 1,000/s
 (the soak's 32 connections) against one ``kms serve``, in rounds of three: no operator,
 the CLI operator (``kms keys revoke`` / ``enable`` processes, as the soak runs them), and
-the same cycle through the admin HTTP API; a revoke, 1 s, an enable every 5 s.
+the same cycle through the admin HTTP API; a revoke, 1 s, an enable every 5 s. WORKERS
+is ``kms serve --workers`` (1 by default, as in the soak).
 
-    PYTHONPATH=. .venv/bin/python -m tests.reliability.operator_tail [ROUNDS]
+    PYTHONPATH=. .venv/bin/python -m tests.reliability.operator_tail [ROUNDS [WORKERS]]
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from tests.server import KmsServer
 CYCLE_WAIT_S = 4.0  # then revoke, 1 s, enable: one cycle per 5 s
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, workers: int) -> None:
     srv = KmsServer()
     srv.cli("keys", "create", KEY)
     akid, secret = srv.add_credential()
     token = str(srv.cli_json("tokens", "create", "--role", "admin", "operator")["token"])
-    srv.start()
+    srv.start("--workers", str(workers))
     try:
         served = Served(srv, akid, secret)
         delay_ms = calibrate_pause(served, 1000.0)
@@ -66,11 +67,13 @@ def main(rounds: int) -> None:
                 stop.set()
                 if thread is not None:
                     thread.join()
-                print(f"round {n} operator {name}: {r.rps:.0f}/s p50 {r.p50_ms:.1f} ms "
-                      f"p99 {r.p99_ms:.1f} ms answers {r.answers}", flush=True)
+                print(f"round {n} workers {workers} operator {name}: {r.rps:.0f}/s p50 "
+                      f"{r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms answers {r.answers}",
+                      flush=True)
     finally:
         srv.stop()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2,
+         int(sys.argv[2]) if len(sys.argv) > 2 else 1)
