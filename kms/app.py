@@ -72,10 +72,10 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.audit.attach_loop()  # KMS_AUDIT_WRITER=process: the writer process starts
-        # The port opens once it has (about 0.2-0.3 s: its imports and the database), not
-        # before: the first requests would wait for it, near AWS KMS's 250 ms budget. A
-        # writer that cannot start in time does not stop the service: its records fail
-        # closed and /readyz says so until it does.
+        # The port opens once it is ready (about 0.2-0.3 s: its imports and its database
+        # connection), not before: the first requests would wait for it, near AWS KMS's
+        # 250 ms budget. A writer that is not ready in time does not stop the service: its
+        # records wait for it or fail closed, and /readyz is 503 until it is ready.
         if not await runtime.audit.writer_ready(WRITER_START_WAIT_S):
             log.warning("audit_writer_not_ready", waited_s=WRITER_START_WAIT_S)
         if background:

@@ -78,9 +78,7 @@ class BatchCommitter:
         extended a level at a time and kept between batches while no other writer has
         appended.
         """
-        raw = self._raw
-        if raw is None:  # kept while batches follow each other (see idle)
-            raw = self._raw = self._engine.raw_connection()
+        raw = self.open()
         done = False
         try:
             cur = raw.cursor()
@@ -140,6 +138,14 @@ class BatchCommitter:
                 raw.invalidate()
         self._edge = (new_frontier, edge)
         return seqs
+
+    def open(self) -> PoolProxiedConnection:
+        """The connection batches use, opened now if it is not (the writer process opens it
+        at start, so that its first batch does not); kept while batches follow each other
+        (see idle)."""
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+        return self._raw
 
     def idle(self) -> None:
         """Nothing is waiting: hand the connection back to the pool."""

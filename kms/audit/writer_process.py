@@ -10,7 +10,8 @@ and the writer process encodes, hashes and commits with its own interpreter.
 
 Protocol, over a socket pair private to the two processes; each message is a 4-byte
 big-endian length and a payload. The parent sends the database URL (JSON) once; the child
-imports what it needs, opens the database and answers ``["ready"]`` (the parent's
+imports what it needs, opens its database connection (a database that is down is logged,
+and its batches fail closed as ever) and answers ``["ready"]`` (the parent's
 :meth:`LoopChannel.wait_ready`: ``kms serve`` opens its port only after it, so that the
 first requests after a start do not wait ~0.2 s for the child's start-up). Then one
 batch per message: a pickled list of event field tuples (only the parent holds the other
@@ -211,8 +212,7 @@ class LoopChannel:
         self._in = bytearray()
         self._pending: collections.deque[tuple[object, int, float]] = collections.deque()
         self._closed = False
-        self._ready = False  # the current child said it is ready
-        self._ready_waiters: list[asyncio.Future[None]] = []
+        self._ready = asyncio.Event()  # set once the current child has said it is ready
 
     @property
     def pid(self) -> int | None:
@@ -220,24 +220,18 @@ class LoopChannel:
 
     @property
     def ready(self) -> bool:
-        """The current child has opened the database and takes batches."""
-        return self._ready
+        """The current child has started (imports done, its database connection tried)
+        and reads batches."""
+        return self._ready.is_set()
 
     async def wait_ready(self, timeout: float) -> bool:
         """On the loop: whether the child is ready, waiting up to ``timeout`` seconds for it
         (batches sent before then are not lost: the child reads them once it is)."""
-        if self._ready:
-            return True
-        waiter = self.loop.create_future()
-        self._ready_waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
-            return self._ready
-        finally:
-            if waiter in self._ready_waiters:
-                self._ready_waiters.remove(waiter)
-        return self._ready
+            return False
+        return True
 
     def check(self) -> int:
         """On the loop (``attach_loop``, ``/readyz``): the writer process's pid, started
@@ -266,7 +260,8 @@ class LoopChannel:
             _reap_later(proc)
             raise DependencyTimeoutError("the audit writer process could not start") from None
         sock.setblocking(False)
-        self._sock, self._proc, self._ready = sock, proc, False
+        self._sock, self._proc = sock, proc
+        self._ready.clear()
         self.loop.add_reader(sock.fileno(), self._on_readable)
         return sock
 
@@ -335,21 +330,19 @@ class LoopChannel:
     def _receive(self, data: bytes) -> None:
         self._in += data
         for frame in _frames(self._in):
-            if not self._ready:  # a new child's first frame
-                if frame != _READY:
-                    self._broken("the audit writer process answered out of protocol")
-                    return
-                self._set_ready()
-                continue
-            if not self._answer(frame):
+            if not self._take(frame):
                 return
 
-    def _set_ready(self) -> None:
-        self._ready = True
-        for waiter in self._ready_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._ready_waiters.clear()
+    def _take(self, frame: bytes) -> bool:
+        """One frame from the child; False once the channel is broken. A new child's first
+        frame must be ``["ready"]``; every later one answers the oldest pending batch."""
+        if self._ready.is_set():
+            return self._answer(frame)
+        if frame != _READY:
+            self._broken("the audit writer process answered out of protocol")
+            return False
+        self._ready.set()
+        return True
 
     def _answer(self, frame: bytes) -> bool:
         if not self._pending:
@@ -387,7 +380,7 @@ class LoopChannel:
         new one."""
         sock, proc = self._sock, self._proc
         self._sock = self._proc = None
-        self._ready = False
+        self._ready.clear()
         if sock is not None:
             self.loop.remove_reader(sock.fileno())
             if self._out:
@@ -426,10 +419,7 @@ class LoopChannel:
                     break
                 self._in += data
                 for frame in _frames(self._in):
-                    if not self._ready and frame == _READY:
-                        self._ready = True
-                        continue
-                    if not self._answer(frame):
+                    if not self._take(frame):
                         break
         except OSError:
             pass
@@ -450,7 +440,7 @@ class LoopChannel:
 
 def _serve(sock: socket.socket) -> None:
     from kms.clock import system_clock
-    from kms.db.engine import make_engine, read_only
+    from kms.db.engine import make_engine
 
     buf = bytearray()
     while not (frames := _frames(buf)):
@@ -461,9 +451,8 @@ def _serve(sock: socket.socket) -> None:
     config = json.loads(frames[0])
     engine = make_engine(str(config["url"]))
     committer = BatchCommitter(engine, system_clock)
-    try:  # the first batch does not pay for opening the database
-        with read_only(engine) as conn:
-            conn.exec_driver_sql("SELECT 1")
+    try:
+        committer.open()
     except Exception as exc:  # the database is down: each batch then fails closed, as ever
         _log.warning("audit database not reachable at start (%s)", type(exc).__name__)
     sock.sendall(_HEADER.pack(len(_READY)) + _READY)

@@ -147,11 +147,12 @@ def fault_under_load(name: str, srv: KmsServer, akid: str, secret: str, tmp_path
     assert all(a.status == 503 for a in failures)
     assert sum(not a.ok for a in during) >= 0.9 * len(during), kinds(during)
     # Every refusal inside AWS's budget as the server timed it, each HSM call too (lock
-    # waits and rebuilds included); of all answers at least 99.9 %, none after 1 s. One
-    # fresh-clone run of the whole suite had 1 of 1,819 answers over 250 ms, which no
-    # run alone has reproduced (slowest answer 7-15 ms under CPU or fsync stress) and whose
-    # status that run did not record: the slowest answers are printed since.
-    assert len(refused) >= len(failures) and max(refused) < BUDGET_S
+    # waits and rebuilds included); of all answers at least 99.9 %, none after 1 s. (One
+    # CI run had 1 of 1,819 answers over 250 ms; the slowest answers printed here then
+    # showed the first request after start-up at 219 ms, waiting for the audit writer
+    # process: kms serve now opens its port once that is ready.)
+    assert len(refused) >= len(failures)
+    assert max(refused) < BUDGET_S
     assert hsm_fast == hsm_total
     assert fast >= 0.999 * total
     assert within(srv, "kms_request_duration_seconds", "1.0", 'endpoint="xks.')[0] == total
