@@ -11,7 +11,12 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
   writer process: rebuilding the objects first, as before 0373216, and ``encode_values``);
 - ``batches``: 32 audit writer threads for 3 s: records/s, mean group-commit batch size and
   commit time (from the ``kms_audit_*`` histograms the runtime feeds); then kms serve's
-  path for 3 s: 32 coroutines on a loop with the audit writer process, records/s.
+  path for 3 s: 32 coroutines on a loop with the audit writer process, records/s;
+- ``edge``: kms serve's XKS path in-process: signed encrypts through the ASGI app (the
+  front door, ``XksHandler``, the audit append through the writer process), 32 coroutines
+  on one loop, no sockets or HTTP parsing: event-loop CPU per request and requests/s,
+  rounds alternating with the HSM call replaced by a constant (in this process only: a
+  diagnosis of the HSM call's share of the loop, docs/benchmarks.md, eighth pass).
 
 The parts share one fresh ``KMS_HOME`` (own SoftHSM token, SQLite), like ``kms bench``.
 """
@@ -156,7 +161,86 @@ def xks(rt: Runtime) -> None:
         1, "2026-11-27T00:00:00.000000Z", "0" * 64, fields)))
 
 
-PARTS = {"hsm": hsm, "envelope": envelope, "xks": xks, "batches": batches}
+def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32) -> None:
+    import asyncio
+    import base64
+
+    from hsm.types import GcmCiphertext
+    from kms.app import create_app
+    from kms.bench.xks_load import encrypt_body, presign
+    from kms.xks.credentials import Secret
+
+    secret = Secret(base64.b64encode(os.urandom(32)).decode("ascii"))
+    akid, _ = rt.credentials.add("default", None, secret, cli_actor("bench"))
+    prefix = rt.registry.get_store("default").uri_prefix
+    url = f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt"
+    signed = presign(url, akid, secret.reveal(),
+                     [encrypt_body(os.urandom(32), "micro") for _ in range(400)])
+    calls: list[tuple[dict[str, object], bytes]] = []
+    for p in signed:
+        headers = [(b"host", b"127.0.0.1:8000")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in p.headers.items()]
+        calls.append(({"type": "http", "method": "POST", "path": p.path,
+                       "raw_path": p.path.encode(), "query_string": b"",
+                       "headers": headers, "client": ("10.0.0.1", 40000)}, p.body))
+    app = create_app(rt, background=False)
+    instrumented = rt.hsm
+    assert isinstance(instrumented, InstrumentedHsm)
+    bare = instrumented.inner
+
+    def constant(label: str, plaintext: bytes, aad: bytes) -> GcmCiphertext:
+        return GcmCiphertext(iv=os.urandom(12), ciphertext=bytes(len(plaintext)),
+                             tag=bytes(16))
+
+    async def one(i: int) -> None:
+        scope, body = calls[i % len(calls)]
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status: list[object] = []
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(dict(scope), receive, send)  # type: ignore[arg-type]
+        if status != [200]:
+            raise RuntimeError(f"XKS encrypt answered {status}")
+
+    async def measure() -> tuple[float, float]:
+        async def worker(k: int) -> None:
+            for j in range(per_worker):
+                await one(j * workers + k)
+
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(workers)))
+        n = per_worker * workers
+        return (time.thread_time() - cpu0) / n * 1e6, n / (time.perf_counter() - wall0)
+
+    async def main() -> None:
+        rt.audit.attach_loop()
+        if not await rt.audit.writer_ready(10.0):
+            raise RuntimeError("the audit writer process did not start")
+        for i in range(200):  # warm-up: caches, the writer process
+            await one(i)
+        for _ in range(rounds):
+            for stub in (False, True):
+                if stub:
+                    setattr(bare, "encrypt", constant)  # noqa: B010  # this process only
+                try:
+                    cpu, rps = await measure()
+                finally:
+                    if stub:
+                        delattr(bare, "encrypt")
+                what = "HSM call replaced by a constant" if stub else "real HSM call         "
+                print(f"XKS edge in-process, {what}: event loop {cpu:.0f} us/request, "
+                      f"{rps:,.0f} requests/s")
+
+    asyncio.run(main())
+
+
+PARTS = {"hsm": hsm, "envelope": envelope, "xks": xks, "batches": batches, "edge": edge}
 
 
 def main(argv: list[str]) -> int:

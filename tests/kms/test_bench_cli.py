@@ -68,6 +68,32 @@ def test_micro_xks_part_runs_a_signed_request_through_the_handler(tmp_path: Path
     assert all(" us, median " in x for x in lines)
 
 
+EDGE_SNIPPET = """
+from kms.bench import micro
+from kms.bench.local_runtime import local_runtime
+with local_runtime() as (rt, _):
+    rt.keys.create_key("micro", micro.USAGE, micro.cli_actor("test"))
+    micro.edge(rt, rounds=1, per_worker=10)
+    assert "encrypt" not in vars(rt.hsm.inner), "the constant stayed in place"
+"""
+
+
+def test_micro_edge_part_alternates_the_real_and_the_replaced_hsm_call(
+        tmp_path: Path) -> None:
+    """``python -m kms.bench.micro edge`` (docs/benchmarks.md, eighth pass): every request
+    through the ASGI app answers 200 (the part raises otherwise), both variants print their
+    figures, and the HSM call is the real one again afterwards."""
+    done = subprocess.run([sys.executable, "-c", EDGE_SNIPPET], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [x for x in done.stdout.splitlines() if x.startswith("XKS edge in-process")]
+    assert len(lines) == 2, done.stdout
+    assert "real HSM call" in lines[0] and "replaced by a constant" in lines[1]
+    for line in lines:
+        cpu = float(line.split("event loop ")[1].split(" us/request")[0])
+        rps = float(line.split(", ")[-1].split(" requests/s")[0].replace(",", ""))
+        assert cpu > 0 and rps > 0, line
+
 @pytest.mark.skipif(not wrk.available(), reason="wrk not installed (make install)")
 def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) -> None:
     """``python -m kms.bench.paced`` (docs/benchmarks.md, fifth pass): every answer a 200,
