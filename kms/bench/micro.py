@@ -1,4 +1,4 @@
-"""In-process measurements behind docs/benchmarks.md "Second pass", for effects smaller than
+"""In-process measurements behind docs/benchmarks.md (second pass on), for effects smaller than
 the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints them.
 
 - ``hsm``: one 32-byte AES-GCM encrypt through ``Pkcs11Hsm``, ``InstrumentedHsm`` and
@@ -121,19 +121,27 @@ def batches(rt: Runtime, seconds: float = 3.0) -> None:
           f"{serving:,.0f} records/s")
 
 
-def xks(rt: Runtime) -> None:
+def _xks_credential(rt: Runtime) -> tuple[str, str, str]:
+    """(URL of an XKS encrypt with the "micro" key, access key id, secret) of a credential
+    added to the default store now."""
     import base64
 
-    from kms.audit.record import encode_fields
-    from kms.bench.xks_load import encrypt_body, presign
     from kms.xks.credentials import Secret
-    from kms.xks.handler import XksHandler, XksRequest
 
     secret = Secret(base64.b64encode(os.urandom(32)).decode("ascii"))
     akid, _ = rt.credentials.add("default", None, secret, cli_actor("bench"))
     prefix = rt.registry.get_store("default").uri_prefix
+    return (f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt", akid,
+            secret.reveal())
+
+
+def xks(rt: Runtime) -> None:
+    from kms.audit.record import encode_fields
+    from kms.bench.xks_load import encrypt_body, presign
+    from kms.xks.handler import XksHandler, XksRequest
+
+    url, akid, secret = _xks_credential(rt)
     handler = XksHandler(rt.keys, rt.cache, rt.credentials, rt.hsm, rt.clock)
-    url = f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt"
 
     def signed(key_secret: str) -> XksRequest:
         p = presign(url, akid, key_secret, [encrypt_body(os.urandom(32), "micro")])[0]
@@ -141,7 +149,7 @@ def xks(rt: Runtime) -> None:
         headers += [(k.lower(), v) for k, v in p.headers.items()]
         return XksRequest(p.method, p.path, "", headers, p.body, "10.0.0.1")
 
-    good, bad = signed(secret.reveal()), signed("A" * 44)
+    good, bad = signed(secret), signed("A" * 44)
     answer = handler.process(good)
     assert answer.status == 200 and answer.event is not None, answer.body
     event = answer.event
@@ -163,18 +171,13 @@ def xks(rt: Runtime) -> None:
 
 def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32) -> None:
     import asyncio
-    import base64
 
     from hsm.types import GcmCiphertext
     from kms.app import create_app
     from kms.bench.xks_load import encrypt_body, presign
-    from kms.xks.credentials import Secret
 
-    secret = Secret(base64.b64encode(os.urandom(32)).decode("ascii"))
-    akid, _ = rt.credentials.add("default", None, secret, cli_actor("bench"))
-    prefix = rt.registry.get_store("default").uri_prefix
-    url = f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt"
-    signed = presign(url, akid, secret.reveal(),
+    url, akid, secret = _xks_credential(rt)
+    signed = presign(url, akid, secret,
                      [encrypt_body(os.urandom(32), "micro") for _ in range(400)])
     calls: list[tuple[dict[str, object], bytes]] = []
     for p in signed:

@@ -94,6 +94,7 @@ def test_micro_edge_part_alternates_the_real_and_the_replaced_hsm_call(
         rps = float(line.split(", ")[-1].split(" requests/s")[0].replace(",", ""))
         assert cpu > 0 and rps > 0, line
 
+
 @pytest.mark.skipif(not wrk.available(), reason="wrk not installed (make install)")
 def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) -> None:
     """``python -m kms.bench.paced`` (docs/benchmarks.md, fifth pass): every answer a 200,
