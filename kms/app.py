@@ -23,6 +23,7 @@ from kms.admin.observability import RequestObservability, metrics_router
 from kms.admin.routes import admin_router
 from kms.audit.event import SYSTEM_ACTOR
 from kms.errors import KmsError
+from kms.hsmproc.channel import HsmWorker
 from kms.logging import configure_logging, get_logger
 from kms.runtime import Runtime
 from kms.settings import HEALTH_KEY_LABEL, Settings
@@ -72,12 +73,16 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.audit.attach_loop()  # KMS_AUDIT_WRITER=process: the writer process starts
+        worker = start_hsm_worker(state)  # KMS_HSM_WORKER=process, beside it
         # The port opens once it is ready (about 0.2-0.3 s: its imports and its database
         # connection), not before: the first requests would wait for it, near AWS KMS's
         # 250 ms budget. A writer that is not ready in time does not stop the service: its
         # records wait for it or fail closed, and /readyz is 503 until it is ready.
         if not await runtime.audit.writer_ready(WRITER_START_WAIT_S):
             log.warning("audit_writer_not_ready", waited_s=WRITER_START_WAIT_S)
+        if worker is not None and not await worker.wait_ready(WRITER_START_WAIT_S):
+            # not fatal: until it is ready, the calls are made in this process
+            log.warning("hsm_worker_not_ready", waited_s=WRITER_START_WAIT_S)
         if background:
             runtime.audit.start_checkpointing(runtime.settings.checkpoint_interval_s)
             threading.Thread(target=_sweeper, args=(state,), daemon=True,
@@ -85,6 +90,8 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         yield
         state.stop.set()
         state.xks.shutdown()
+        if worker is not None:
+            worker.close()
         state.ahsm.shutdown()
         runtime.close()
 
@@ -126,6 +133,11 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         except KmsError as exc:
             ok = False
             body.setdefault("audit", {}).update(status="unavailable", error=exc.error_name)
+        worker = state.xks.hsm_worker
+        if worker is not None:  # informational: without it the calls are made here
+            body["hsm"]["worker"] = {"pid": worker.pid, "ready": worker.ready,
+                                     "answered": worker.answered,
+                                     "fallbacks": worker.fallbacks}
         body["status"] = "ready" if ok else "unavailable"
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -147,6 +159,19 @@ def install_xks(app: KmsApp, state: AppState) -> None:
     """The XKS front door, and the XKS 404 body for every other unknown path."""
     app.xks = state.xks
     app.add_exception_handler(404, unknown_path)
+
+
+def start_hsm_worker(state: AppState) -> HsmWorker | None:
+    """On the serving loop: the HSM worker process for the XKS encrypt and decrypt calls
+    (kms/hsmproc/), unless KMS_HSM_WORKER=off or the HSM was injected (tests)."""
+    runtime = state.runtime
+    config = runtime.hsm_worker_config
+    if runtime.settings.hsm_worker != "process" or config is None or not state.xks.inline:
+        return None
+    worker = HsmWorker(config, asyncio.get_running_loop())
+    worker.start()
+    state.xks.hsm_worker = worker
+    return worker
 
 
 def _sweeper(state: AppState) -> None:

@@ -23,6 +23,7 @@ from kms.clock import Clock, system_clock
 from kms.db.engine import is_sqlite, make_engine
 from kms.db.migrations import require_current
 from kms.errors import DependencyTimeoutError, ValidationError
+from kms.hsmproc.channel import WorkerConfig
 from kms.keys.registry import Registry
 from kms.keys.service import KeyService
 from kms.keys.state_cache import (
@@ -96,6 +97,8 @@ class Runtime:
     keys: KeyService
     credentials: CredentialStore
     clock: Clock = field(default=system_clock)
+    # How an HSM worker process opens the same token (kms serve); None for an injected HSM.
+    hsm_worker_config: WorkerConfig | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, hsm: Hsm | None = None,
@@ -109,7 +112,12 @@ class Runtime:
             if isinstance(exc, DependencyTimeoutError):
                 raise
             raise DependencyTimeoutError("the database is unavailable") from None
-        hsm = InstrumentedHsm(hsm or open_hsm(settings))  # kms_hsm_call_duration_seconds
+        worker_config = None
+        if hsm is None:
+            hsm = open_hsm(settings)
+            worker_config = WorkerConfig(module_path(settings), settings.token_label,
+                                         load_pin(settings.pin_env()))
+        hsm = InstrumentedHsm(hsm)  # kms_hsm_call_duration_seconds
         file = epoch_file(settings)
         sources: list[EpochSource] = []
 
@@ -131,7 +139,8 @@ class Runtime:
         keys = KeyService(registry, hsm, cache, audit, clock,
                           allow_short_deletion=settings.allow_short_deletion)
         credentials = CredentialStore(registry, cache, hsm, audit, clock)
-        return cls(settings, engine, hsm, registry, cache, audit, keys, credentials, clock)
+        return cls(settings, engine, hsm, registry, cache, audit, keys, credentials, clock,
+                   worker_config)
 
     def close(self) -> None:
         self.audit.close()

@@ -34,6 +34,9 @@ class Settings:
     # KMS_AUDIT_WRITER: where `kms serve` commits audit records ("process": a writer
     # process, kms/audit/writer_process.py; "thread": a thread of the server process).
     audit_writer: str = "process"
+    # KMS_HSM_WORKER: where `kms serve` makes the XKS encrypt and decrypt calls ("process":
+    # an HSM worker process, kms/hsmproc/; "off": on the event loop, as the CLI does).
+    hsm_worker: str = "off"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +62,8 @@ class Settings:
             audit_origin=env.get("KMS_AUDIT_ORIGIN", "kms.local/audit"),
             fleet_size=_positive_int(env.get("KMS_FLEET_SIZE", "1"), "KMS_FLEET_SIZE"),
             audit_writer=_audit_writer(env.get("KMS_AUDIT_WRITER", "process")),
+            hsm_worker=_choice(env.get("KMS_HSM_WORKER", "off"), "KMS_HSM_WORKER",
+                               ("process", "off")),
         )
 
     def pin_env(self) -> dict[str, str]:
@@ -72,6 +77,12 @@ def _positive_int(text: str, name: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValidationError(f"{name} must be a positive integer")
     return int(text)
+
+
+def _choice(text: str, name: str, allowed: tuple[str, ...]) -> str:
+    if text not in allowed:
+        raise ValidationError(f"{name} must be " + " or ".join(f"'{a}'" for a in allowed))
+    return text
 
 
 def _audit_writer(text: str) -> str:

@@ -44,10 +44,8 @@ import pickle
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -63,14 +61,15 @@ from kms.audit.record import (
     encode_values,
 )
 from kms.errors import DependencyTimeoutError
+from kms.framing import HEADER as _HEADER
+from kms.framing import STOP_TIMEOUT_S, reap_later
+from kms.framing import frames as _frames
 
 REPLY_TIMEOUT_S = 30.0  # past the database's own lock timeout (busy_timeout 30 s)
 RESPAWN_INTERVAL_S = 1.0
-STOP_TIMEOUT_S = 5.0
 IDLE_S = 1.0  # the child hands its connection back to the pool after this long idle
 MAX_UNSENT = 64 << 20  # bytes queued for a child that does not read: fail closed past it
 MAX_FRAMES = 256  # batches the child commits in one transaction at most (bounded latency)
-_HEADER = struct.Struct("!I")
 _READY = b'["ready"]'
 _NOT_FOR_THE_WRITER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.audit")
@@ -151,20 +150,6 @@ def encode_batch(events: list[AuditEvent]) -> bytes:
         return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _frames(buf: bytearray) -> list[bytes]:
-    """Remove and return the complete messages at the start of ``buf``."""
-    out: list[bytes] = []
-    pos = 0
-    while len(buf) - pos >= 4:
-        (n,) = _HEADER.unpack_from(buf, pos)
-        if len(buf) - pos - 4 < n:
-            break
-        out.append(bytes(buf[pos + 4:pos + 4 + n]))
-        pos += 4 + n
-    del buf[:pos]
-    return out
-
-
 def _spawn() -> tuple[socket.socket, subprocess.Popen[bytes]]:
     ours, theirs = socket.socketpair()
     # Least privilege: the writer process never touches the HSM, so it does not get the
@@ -181,18 +166,6 @@ def _spawn() -> tuple[socket.socket, subprocess.Popen[bytes]]:
     finally:
         theirs.close()
     return ours, proc
-
-
-def _reap_later(proc: subprocess.Popen[bytes]) -> None:
-    """Kill a child that cannot be trusted to answer, and reap it off the event loop."""
-    def reap() -> None:
-        try:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-
-    threading.Thread(target=reap, name="audit-writer-reaper", daemon=True).start()
 
 
 class LoopChannel:
@@ -257,7 +230,7 @@ class LoopChannel:
             sock.sendall(_HEADER.pack(len(config)) + config)  # a fresh socket: room for it
         except OSError:
             sock.close()
-            _reap_later(proc)
+            reap_later(proc, "audit-writer-reaper")
             raise DependencyTimeoutError("the audit writer process could not start") from None
         sock.setblocking(False)
         self._sock, self._proc = sock, proc
@@ -387,7 +360,7 @@ class LoopChannel:
                 self.loop.remove_writer(sock.fileno())
             sock.close()
         if proc is not None:
-            _reap_later(proc)
+            reap_later(proc, "audit-writer-reaper")
         self._out.clear()
         self._in.clear()
         pending, self._pending = self._pending, collections.deque()

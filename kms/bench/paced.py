@@ -5,15 +5,18 @@ SQLite, SoftHSM, audit on), wrk with 32 connections, each pausing PAUSE_MS on av
 (uniform in [pause/2, 3 pause/2]) between an answer and its next request (0: unpaced).
 Prints the rate, latency percentiles, and CPU time per request of the server's event loop
 thread, of the whole server process and of its children (the audit writer process). The
-server inherits the environment: ``KMS_AUDIT_WRITER=thread`` compares the writer thread.
+server inherits the environment: ``KMS_AUDIT_WRITER=thread`` compares the writer thread,
+``KMS_HSM_WORKER=off`` the HSM calls on the event loop.
 docs/benchmarks.md (fifth pass) has the figures.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import urllib.request
 
 from kms.bench import wrk, xks_load
 from kms.bench.processes import KmsProcess
@@ -41,6 +44,14 @@ def _cpu(pid: int) -> tuple[float, float, float]:
             sum(_cpu_s(f"/proc/{child}/stat") for child in children))
 
 
+def _hsm_worker(url: str) -> str:
+    """The HSM worker process as /readyz reports it: off, or the calls the server made
+    itself (fallbacks) since it started."""
+    with urllib.request.urlopen(url + "/readyz", timeout=10) as r:  # noqa: S310 - loopback
+        worker = json.load(r)["hsm"].get("worker")
+    return "off" if worker is None else f"on ({worker['fallbacks']} fallbacks)"
+
+
 def run(pause_ms: float, seconds: int) -> str:
     kms = KmsProcess([xks_load.KEY])
     try:
@@ -55,11 +66,13 @@ def run(pause_ms: float, seconds: int) -> str:
         before = _cpu(kms.proc.pid)
         r = wrk.run(base, requests, seconds=seconds, delay_ms=pause_ms, classify=True)
         after = _cpu(kms.proc.pid)
+        worker = _hsm_worker(kms.url)
     finally:
         kms.stop()
     per = [1e6 * (b - a) / max(1, r.requests) for a, b in zip(before, after, strict=True)]
     writer = os.environ.get("KMS_AUDIT_WRITER", "process")
-    return (f"audit writer {writer}, pause {pause_ms:g} ms: {r.rps:,.0f} req/s, p50 "
+    return (f"audit writer {writer}, HSM worker {worker}, pause {pause_ms:g} ms: "
+            f"{r.rps:,.0f} req/s, p50 "
             f"{r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, p99.9 {r.p999_ms:.1f} ms, answers "
             f"{r.answers}; CPU per request: event loop thread {per[0]:.0f} us, server "
             f"process {per[1]:.0f} us, its children {per[2]:.0f} us")

@@ -29,6 +29,7 @@ from hsm import (
     PermissionDenied,
 )
 from hsm import KeyNotFound as HsmKeyNotFound
+from hsm.calls import GcmDecrypt, GcmEncrypt
 from hsm.interface import Hsm
 from kms.audit.event import AuditEvent, AuditSink
 from kms.audit.record import Actor, Operation, Outcome
@@ -124,39 +125,67 @@ class KeyService:
 
     # -- cryptography -------------------------------------------------------------------
 
-    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes | Callable[[int], bytes], *,
-                store: str | None = None, authorize: Authorizer | None = None) -> Encrypted:
-        """Encrypt under the primary version. ``aad`` may be a function of the version, for
-        callers (XKS) whose AAD carries the version it was made with; ``authorize`` may
-        refuse the request on the key's snapshot before the HSM is called."""
+    def encrypt_call(self, key_id: str, plaintext: bytes,
+                     aad: bytes | Callable[[int], bytes], *, store: str | None = None,
+                     authorize: Authorizer | None = None) -> tuple[KeyRecord, int, GcmEncrypt]:
+        """The checks of :meth:`encrypt`, and the HSM call it would make (the key's
+        snapshot, the version, the call), for a caller that makes the call elsewhere."""
         key = self.usable_key(key_id, KeyUsage.ENCRYPT, store)
         if authorize is not None:
             authorize(key)
         version = key.version(key.primary_version)
         assert version is not None  # the registry keeps the primary version's row
         caller_aad = aad(version.version) if callable(aad) else aad
+        call = GcmEncrypt(version.hsm_label, plaintext,
+                          bound_aad(key_id, version.version, caller_aad))
+        return key, version.version, call
+
+    def encrypt(self, key_id: str, plaintext: bytes, aad: bytes | Callable[[int], bytes], *,
+                store: str | None = None, authorize: Authorizer | None = None) -> Encrypted:
+        """Encrypt under the primary version. ``aad`` may be a function of the version, for
+        callers (XKS) whose AAD carries the version it was made with; ``authorize`` may
+        refuse the request on the key's snapshot before the HSM is called."""
+        _, version, call = self.encrypt_call(key_id, plaintext, aad, store=store,
+                                             authorize=authorize)
         try:
-            ct = self.hsm.encrypt(version.hsm_label, plaintext,
-                                  bound_aad(key_id, version.version, caller_aad))
+            return Encrypted(version, call.run(self.hsm))
         except HsmError as exc:
             raise translate_hsm_error(exc) from None
-        return Encrypted(version.version, ct)
 
-    def decrypt(self, key_id: str, version: int, ct: GcmCiphertext, aad: bytes, *,
-                store: str | None = None, usage: KeyUsage = KeyUsage.DECRYPT,
-                authorize: Authorizer | None = None) -> bytes:
-        """Decrypt; ``usage=ENCRYPT`` is for the verifying decrypt right after an encrypt."""
+    def decrypt_call(self, key_id: str, version: int, ct: GcmCiphertext, aad: bytes, *,
+                     store: str | None = None, usage: KeyUsage = KeyUsage.DECRYPT,
+                     authorize: Authorizer | None = None) -> tuple[KeyRecord, GcmDecrypt]:
+        """The checks of :meth:`decrypt`, and the HSM call it would make."""
         key = self.usable_key(key_id, usage, store)
         if authorize is not None:
             authorize(key)
         found = key.version(version)
         if found is None or version < key.min_decrypt_version:
             raise InvalidCiphertextError("the ciphertext or its authentication data is invalid")
+        return key, GcmDecrypt(found.hsm_label, ct.iv, ct.ciphertext, ct.tag,
+                               bound_aad(key_id, version, aad))
+
+    def decrypt(self, key_id: str, version: int, ct: GcmCiphertext, aad: bytes, *,
+                store: str | None = None, usage: KeyUsage = KeyUsage.DECRYPT,
+                authorize: Authorizer | None = None) -> bytes:
+        """Decrypt; ``usage=ENCRYPT`` is for the verifying decrypt right after an encrypt."""
+        _, call = self.decrypt_call(key_id, version, ct, aad, store=store, usage=usage,
+                                    authorize=authorize)
         try:
-            return self.hsm.decrypt(found.hsm_label, ct.iv, ct.ciphertext, ct.tag,
-                                    bound_aad(key_id, version, aad))
+            return call.run(self.hsm)
         except HsmError as exc:
             raise translate_hsm_error(exc) from None
+
+    def confirm(self, key: KeyRecord, usage: KeyUsage, version: int) -> None:
+        """After an HSM call made while this process went on (the HSM worker process): the
+        result is released only if the key still allows it. Revoking a key refuses every
+        call answered after the revoke returned, not only those checked after it."""
+        current = self.cache.get(key.key_id)
+        if current is key:
+            return
+        self.usable_key(key.key_id, usage, key.store)
+        if usage is KeyUsage.DECRYPT and version < current.min_decrypt_version:
+            raise InvalidCiphertextError("the ciphertext or its authentication data is invalid")
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hsm import GcmCiphertext, HealthStatus, RebuildDeferred
+from hsm import GcmCiphertext, HealthStatus, HsmError, RebuildDeferred
+from hsm.calls import GcmCall, GcmResult
 from hsm.interface import Hsm
 from kms.audit.event import AuditEvent, context_hash
 from kms.audit.record import Actor, ActorKind, DetailValue, Operation, Outcome
@@ -39,7 +41,7 @@ from kms.errors import (
     UnsupportedOperationError,
 )
 from kms.keys.model import KeyRecord, KeyState, KeyStore, KeyUsage
-from kms.keys.service import Authorizer, KeyService
+from kms.keys.service import Authorizer, KeyService, translate_hsm_error
 from kms.keys.state_cache import KeyStateCache
 from kms.settings import HEALTH_KEY_LABEL
 from kms.xks import authorization, wire
@@ -136,6 +138,32 @@ class _Call:
     detail: dict[str, DetailValue] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """What ``_dispatch`` gives for a request with one HSM call still to make."""
+
+    hsm_call: GcmCall
+    key: KeyRecord  # the snapshot the request was checked against
+    usage: KeyUsage
+    version: int
+    finish: Callable[[GcmResult], bytes]  # the response body, from the call's result
+
+
+@dataclass(frozen=True, slots=True)
+class HsmStep:
+    """A request checked up to its one HSM call (:meth:`XksHandler.begin`): make
+    ``hsm_call`` anywhere, then :meth:`XksHandler.complete` answers the request."""
+
+    hsm_call: GcmCall
+    call: _Call
+    started: float
+    name: str
+    key: KeyRecord
+    usage: KeyUsage
+    version: int
+    finish: Callable[[GcmResult], bytes]
+
+
 class XksHandler:
     def __init__(self, keys: KeyService, cache: KeyStateCache, credentials: CredentialStore,
                  hsm: Hsm, clock: Clock, *, fleet_size: int = 1,
@@ -157,6 +185,39 @@ class XksHandler:
     # -- entry ---------------------------------------------------------------------------
 
     def process(self, req: XksRequest) -> XksResponse:
+        """The whole request, its HSM call made here with this process's session."""
+        step = self.begin(req)
+        if isinstance(step, HsmStep):
+            return self.complete(step, self.make_call(step))
+        return step
+
+    def make_call(self, step: HsmStep) -> GcmResult | HsmError:
+        """``step``'s HSM call with this process's session (RebuildDeferred propagates)."""
+        try:
+            return step.hsm_call.run(self.hsm)
+        except HsmError as exc:
+            return exc
+
+    def complete(self, step: HsmStep, outcome: GcmResult | HsmError) -> XksResponse:
+        """The answer to a request whose HSM call gave ``outcome`` (wherever it was made).
+        A result is released only if the key still allows it (KeyService.confirm)."""
+        try:
+            if isinstance(outcome, HsmError):
+                raise translate_hsm_error(outcome)
+            self.keys.confirm(step.key, step.usage, step.version)
+            body = step.finish(outcome)
+        except KmsError as exc:
+            return self._error(exc, step.call, step.started, step.name)
+        except WouldBlock:
+            raise  # the edge completes the request on a worker thread
+        except Exception:  # never a stack trace to the caller
+            return self._error(InternalError("internal error"), step.call, step.started,
+                               step.name)
+        return XksResponse(200, body, self._event(step.call, step.started, None), step.name)
+
+    def begin(self, req: XksRequest) -> XksResponse | HsmStep:
+        """Every check of the request, up to its HSM call if it makes one (encrypt without
+        a CDIV, decrypt): then the call to make and how to answer, for ``complete``."""
         started = time.perf_counter()
         match = PATH_RE.fullmatch(req.raw_path)
         try:
@@ -202,9 +263,12 @@ class XksHandler:
             raise  # the edge reruns the request on a worker thread
         except Exception:  # never a stack trace to the caller
             return self._error(InternalError("internal error"), call, started, name)
+        if isinstance(body, _Deferred):
+            return HsmStep(body.hsm_call, call, started, name, body.key, body.usage,
+                           body.version, body.finish)
         return XksResponse(200, body, self._event(call, started, None), name)
 
-    def _dispatch(self, name: str, call: _Call, body: bytes) -> bytes:
+    def _dispatch(self, name: str, call: _Call, body: bytes) -> bytes | _Deferred:
         if name == "health":
             if not may_block() and not self._health_fresh():
                 raise WouldBlock()  # the deep check is two HSM calls: not on the loop
@@ -245,7 +309,7 @@ class XksHandler:
         usage = [u.value for u in (KeyUsage.ENCRYPT, KeyUsage.DECRYPT) if u in key.usage]
         return wire.metadata_response(usage, "ENABLED" if enabled else "DISABLED")
 
-    def _encrypt(self, call: _Call, req: wire.EncryptRequest) -> bytes:
+    def _encrypt(self, call: _Call, req: wire.EncryptRequest) -> bytes | _Deferred:
         assert call.key_id is not None
         if req.wants_cdiv and not may_block():
             raise WouldBlock()  # two HSM calls (encrypt, verifying decrypt): not on the loop
@@ -265,23 +329,35 @@ class XksHandler:
                 raise InvalidKeyUsageError(
                     "a ciphertextDataIntegrityValue needs a key that allows DECRYPT")
 
-        enc = self.keys.encrypt(call.key_id, req.plaintext, aad_for, store=call.store.name,
+        key_id, store = call.key_id, call.store.name
+        if not req.wants_cdiv:  # one HSM call: made by the caller of begin()
+            key, version, hsm_call = self.keys.encrypt_call(
+                key_id, req.plaintext, aad_for, store=store, authorize=authorize_encrypt)
+
+            def finish(result: GcmResult) -> bytes:
+                assert isinstance(result, GcmCiphertext)
+                call.key_version = version
+                return wire.encrypt_response(
+                    result.ciphertext, result.iv, result.tag,
+                    ciphertext_metadata=wire.encode_ciphertext_metadata(SCHEME_VERSION,
+                                                                        version))
+
+            return _Deferred(hsm_call, key, KeyUsage.ENCRYPT, version, finish)
+        # Spec: compute the CDIV, then decrypt once to prove the ciphertext is sound.
+        enc = self.keys.encrypt(key_id, req.plaintext, aad_for, store=store,
                                 authorize=authorize_encrypt)
         call.key_version = enc.version
         md = wire.encode_ciphertext_metadata(SCHEME_VERSION, enc.version)
         ct = enc.ciphertext
-        integrity = None
-        if req.wants_cdiv:
-            # Spec: compute the CDIV, then decrypt once to prove the ciphertext is sound.
-            integrity = wire.cdiv(aad, md, ct.iv, ct.ciphertext, ct.tag)
-            check = self.keys.decrypt(call.key_id, enc.version, ct, aad_for(enc.version),
-                                      store=call.store.name, usage=KeyUsage.ENCRYPT)
-            if check != req.plaintext:
-                raise InternalError("the verifying decryption failed")
+        integrity = wire.cdiv(aad, md, ct.iv, ct.ciphertext, ct.tag)
+        check = self.keys.decrypt(key_id, enc.version, ct, aad_for(enc.version), store=store,
+                                  usage=KeyUsage.ENCRYPT)
+        if check != req.plaintext:
+            raise InternalError("the verifying decryption failed")
         return wire.encrypt_response(ct.ciphertext, ct.iv, ct.tag, ciphertext_metadata=md,
                                      ciphertext_data_integrity_value=integrity)
 
-    def _decrypt(self, call: _Call, req: wire.DecryptRequest) -> bytes:
+    def _decrypt(self, call: _Call, req: wire.DecryptRequest) -> _Deferred:
         assert call.key_id is not None
         call.ctx_hash = context_hash(req.additional_authenticated_data)
         md = wire.decode_ciphertext_metadata(req.ciphertext_metadata)
@@ -289,13 +365,18 @@ class XksHandler:
             raise UnsupportedOperationError("unknown ciphertext metadata scheme")
         aad = wire.hsm_aad(req.additional_authenticated_data, req.ciphertext_metadata)
         ct = GcmCiphertext(req.initialization_vector, req.ciphertext, req.authentication_tag)
-        plaintext = self.keys.decrypt(call.key_id, md.key_version, ct, aad,
-                                      store=call.store.name,
-                                      authorize=self._authorizer(call, req.request_metadata))
-        # Only now is the key version authenticated: a forged one (0, say) must not reach
-        # the audit record, which would refuse it and turn a 400 into a 503.
-        call.key_version = md.key_version
-        return wire.decrypt_response(plaintext)
+        key, hsm_call = self.keys.decrypt_call(
+            call.key_id, md.key_version, ct, aad, store=call.store.name,
+            authorize=self._authorizer(call, req.request_metadata))
+
+        def finish(result: GcmResult) -> bytes:
+            assert isinstance(result, bytes)
+            # Only now is the key version authenticated: a forged one (0, say) must not
+            # reach the audit record, which would refuse it and turn a 400 into a 503.
+            call.key_version = md.key_version
+            return wire.decrypt_response(result)
+
+        return _Deferred(hsm_call, key, KeyUsage.DECRYPT, md.key_version, finish)
 
     def _health_fresh(self) -> bool:
         with self._health_lock:

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from hsm import RebuildDeferred
+from hsm import HsmError, RebuildDeferred
+from hsm.calls import GcmResult
 from hsm.pkcs11_hsm import no_rebuild
 from kms.admin.observability import record_request, request_id_from
 from kms.audit.log import AuditLog
@@ -33,8 +34,9 @@ from kms.errors import (
     UnsupportedOperationError,
     ValidationError,
 )
+from kms.hsmproc.channel import Fallback, HsmWorker
 from kms.xks import wire
-from kms.xks.handler import XksHandler, XksRequest
+from kms.xks.handler import HsmStep, XksHandler, XksRequest, XksResponse
 from kms.xks.pacing import RefusalPacer
 
 MAX_BODY_BYTES = 64 * 1024
@@ -57,6 +59,7 @@ class XksEndpoint:
         self.observe = observe
         self.inline = inline
         self.pacer = RefusalPacer()
+        self.hsm_worker: HsmWorker | None = None  # kms serve's, once its loop runs
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The whole XKS request as one ASGI call: what RequestObservability and the
@@ -106,16 +109,18 @@ class XksEndpoint:
         try:
             resp = None
             if self.inline:
-                # Fast path on the loop: pure CPU work and at most one HSM call. Anything
-                # that would read the database (a cache miss) raises WouldBlock before any
-                # HSM call, and an HSM call that would first have to rebuild the connection
-                # (after a device error) raises RebuildDeferred: the request then runs on a
-                # worker thread instead, and the loop never waits for either.
+                # Fast path on the loop: pure CPU work, then the one HSM call in the HSM
+                # worker process, or here. Anything that would read the database (a cache
+                # miss) raises WouldBlock before any HSM call, and an HSM call that would
+                # first have to rebuild the connection (after a device error) raises
+                # RebuildDeferred: the request then runs on a worker thread instead, and
+                # the loop never waits for either.
                 try:
                     with non_blocking(), no_rebuild():
-                        resp = self.handler.process(req)
+                        step = self.handler.begin(req)
                 except (WouldBlock, RebuildDeferred):
-                    resp = None
+                    step = None
+                resp = await self._complete(step) if isinstance(step, HsmStep) else step
             if resp is None:
                 loop = asyncio.get_running_loop()
                 resp = await loop.run_in_executor(self.pool, self.handler.process, req)
@@ -132,6 +137,31 @@ class XksEndpoint:
                 return (*wire.error_body_for(DependencyTimeoutError(
                     "the audit log is unavailable")), resp.operation, False)
         return resp.status, resp.body, resp.operation, resp.flooding
+
+    async def _complete(self, step: HsmStep) -> XksResponse:
+        """Make ``step``'s HSM call (in the worker process if it can, else here or, when
+        the call would wait for a rebuild, on a worker thread) and answer the request."""
+        outcome: GcmResult | HsmError | None = None
+        worker = self.hsm_worker
+        if worker is not None:
+            fut = worker.call(step.hsm_call)
+            if fut is not None:
+                result = await fut
+                if not isinstance(result, Fallback):
+                    outcome = result
+        try:
+            with non_blocking(), no_rebuild():
+                if outcome is None:
+                    outcome = self.handler.make_call(step)
+                return self.handler.complete(step, outcome)
+        except (WouldBlock, RebuildDeferred):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, self._complete_sync, step, outcome)
+
+    def _complete_sync(self, step: HsmStep, outcome: GcmResult | HsmError | None) -> XksResponse:
+        if outcome is None:
+            outcome = self.handler.make_call(step)
+        return self.handler.complete(step, outcome)
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False)

@@ -6,6 +6,7 @@ table, writes one JSON object with every field the issue names, and stays within
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +104,18 @@ def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) 
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout.strip()
-    assert out.startswith("audit writer process, pause 20 ms: "), out
+    assert out.startswith("audit writer process, HSM worker off, pause 20 ms: "), out
     answers = out.split("answers ")[1].split("}")[0] + "}"
     assert list(json.loads(answers.replace("'", '"'))) == ["200"], out
     children_us = float(out.split("its children ")[1].split(" us")[0])
     assert children_us > 0, out  # the writer process worked; the thread did not
+
+
+def test_paced_bench_reports_the_hsm_worker_when_it_is_on(tmp_path: Path) -> None:
+    env = dict(os.environ, KMS_HSM_WORKER="process")
+    done = subprocess.run([sys.executable, "-m", "kms.bench.paced", "20", "2"], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.strip()
+    assert out.startswith("audit writer process, HSM worker on ("), out
+    assert " fallbacks), pause 20 ms: " in out, out

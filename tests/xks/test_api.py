@@ -216,9 +216,11 @@ KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def xks() -> Iterator[Xks]:
-    server = KmsServer(uri_prefix=PREFIX)
+@pytest.fixture(scope="module", params=["off", "process"], ids=["inline", "hsm-worker"])
+def xks(request: pytest.FixtureRequest) -> Iterator[Xks]:
+    """The whole suite runs twice: HSM calls on the event loop, and in the HSM worker
+    process (KMS_HSM_WORKER, kms/hsmproc/)."""
+    server = KmsServer(uri_prefix=PREFIX, extra_env={"KMS_HSM_WORKER": request.param})
     try:
         for key, usage in KEYS.items():
             server.cli("keys", "create", key, "--usage", usage)
@@ -244,6 +246,17 @@ def encrypt_ok(xks: Xks, key: str = "foo", plaintext: bytes = b"Hello World!",
 
 
 # ------------------------------------------------------------------- endpoints
+
+
+def test_the_hsm_calls_are_made_where_configured(xks: Xks) -> None:
+    for _ in range(10):  # (a key-state cache miss runs on a worker thread: the first, say)
+        encrypt_ok(xks)
+    worker = xks.http.get(xks.server.url + "/readyz").json()["hsm"].get("worker")
+    if xks.server.env["KMS_HSM_WORKER"] == "off":
+        assert worker is None
+    else:
+        assert worker["ready"] is True, worker
+        assert worker["answered"] >= 5, worker
 
 
 def test_health(xks: Xks) -> None:

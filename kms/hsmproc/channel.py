@@ -1,0 +1,313 @@
+"""The event loop's end of the HSM worker process (``kms serve``, ``KMS_HSM_WORKER``).
+
+Why: an XKS encrypt or decrypt spent about a quarter of the event loop's time per request
+in SoftHSM's call (``python -m kms.bench.micro edge``; docs/benchmarks.md). Here the loop
+collects the calls of one iteration into one batch, writes it to a socket and goes on
+serving; the worker process makes the calls with its own session on the token and answers
+the batch, which the loop reads as one more readable socket.
+
+The worker only ever speeds a call up; it never decides one the server would decide
+differently. Its answer is taken when it is a result or InvalidCiphertext (what a client
+can cause). For anything else, or when the worker is not ready, has died, or has not
+answered within :data:`ANSWER_WAIT_S`, :meth:`HsmWorker.call` gives :data:`FALLBACK` and
+the caller makes the call with the server's own session, as without a worker (with its
+fault handling and its 250 ms budget: tests/reliability/test_hsm_faults.py). While a batch
+is overdue, calls go that way at once; a worker that stays silent for
+:data:`STALL_KILL_S`, or breaks the protocol, is killed and replaced (at most once per
+:data:`RESPAWN_INTERVAL_S`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from hsm import HsmError, InvalidCiphertext, Pin
+from hsm.calls import GcmCall, GcmResult
+from kms.framing import STOP_TIMEOUT_S, frame, frames, reap_later
+from kms.hsmproc.codec import CodecError, decode_results, encode_calls
+
+ANSWER_WAIT_S = 0.05  # then the server makes the call itself: within AWS's 250 ms
+STALL_KILL_S = 2.0
+RESPAWN_INTERVAL_S = 1.0
+MAX_UNSENT = 16 << 20
+_NOT_FOR_THE_WORKER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
+_READY, _FAILED = b'["ready"]', b'["failed"]'
+_log = logging.getLogger("kms.hsmproc")
+
+
+class Fallback:
+    def __repr__(self) -> str:
+        return "FALLBACK"
+
+
+FALLBACK = Fallback()  # make the call in the server instead
+Outcome = GcmResult | InvalidCiphertext | Fallback
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the worker needs to open the token (sent over the socket, never argv/env)."""
+
+    module: str
+    token: str
+    pin: Pin
+
+    def payload(self) -> bytes:
+        return json.dumps({"module": self.module, "token": self.token,
+                           "pin": self.pin.reveal()}).encode()
+
+
+@dataclass(eq=False)
+class _Batch:
+    calls: list[GcmCall]
+    futures: list[asyncio.Future[Outcome]]
+    sent: float
+    timer: asyncio.TimerHandle | None = None
+    overdue: bool = False
+
+
+class HsmWorker:
+    """Every method runs on ``loop``'s thread (``close`` once the loop no longer serves)."""
+
+    def __init__(self, config: WorkerConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._config = config
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._last_spawn = float("-inf")
+        self._ready = asyncio.Event()
+        self._out = bytearray()
+        self._in = bytearray()
+        self._pending: collections.deque[_Batch] = collections.deque()
+        self._calls: list[GcmCall] = []  # this loop iteration's batch, not yet sent
+        self._futures: list[asyncio.Future[Outcome]] = []
+        self._overdue = 0  # batches in _pending that were given up on
+        self._closed = False
+        self.answered = 0  # calls whose answer the worker gave
+        self.fallbacks = 0  # calls the server made itself
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def start(self) -> None:
+        """Start the worker process if it is not running (and may be started again)."""
+        if self._closed or self._sock is not None:
+            return
+        now = time.monotonic()
+        if now - self._last_spawn < RESPAWN_INTERVAL_S:
+            return
+        self._last_spawn = now
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_WORKER}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kms.hsmproc.child", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, env=env)
+        except OSError:
+            ours.close()
+            _log.warning("the HSM worker process could not start")
+            return
+        finally:
+            theirs.close()
+        try:
+            ours.sendall(frame(self._config.payload()))  # a fresh socket: room for it
+        except OSError:
+            ours.close()
+            reap_later(proc, "hsm-worker-reaper")
+            return
+        ours.setblocking(False)
+        self._sock, self._proc = ours, proc
+        self._ready.clear()
+        self.loop.add_reader(ours.fileno(), self._on_readable)
+
+    # -- calls -------------------------------------------------------------------------
+
+    def call(self, call: GcmCall) -> asyncio.Future[Outcome] | None:
+        """A future for ``call``'s outcome, or None: make the call in the server (the
+        worker is not ready, or has a batch overdue)."""
+        if not self._ready.is_set() or self._overdue:
+            if self._sock is None:
+                self.start()
+            elif self._pending and time.monotonic() - self._pending[0].sent > STALL_KILL_S:
+                self._broken("the HSM worker process stalled")
+            self.fallbacks += 1
+            return None
+        fut: asyncio.Future[Outcome] = self.loop.create_future()
+        if not self._calls:
+            self.loop.call_soon(self._flush)
+        self._calls.append(call)
+        self._futures.append(fut)
+        return fut
+
+    def _flush(self) -> None:
+        calls, futures = self._calls, self._futures
+        self._calls, self._futures = [], []
+        sock = self._sock
+        if sock is None or len(self._out) > MAX_UNSENT:
+            self._give_up(futures)
+            return
+        batch = _Batch(calls, futures, time.monotonic())
+        batch.timer = self.loop.call_later(ANSWER_WAIT_S, self._expire, batch)
+        self._pending.append(batch)
+        message = frame(encode_calls(calls))
+        if self._out:
+            self._out += message
+            return
+        try:
+            sent = sock.send(message)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._broken("the HSM worker process stopped")
+            return
+        if sent < len(message):
+            self._out += message[sent:]
+            self.loop.add_writer(sock.fileno(), self._on_writable)
+
+    def _give_up(self, futures: list[asyncio.Future[Outcome]]) -> None:
+        for fut in futures:
+            if not fut.done():
+                self.fallbacks += 1
+                fut.set_result(FALLBACK)
+
+    def _expire(self, batch: _Batch) -> None:
+        """``batch`` was not answered within ANSWER_WAIT_S: its callers make their calls
+        themselves, and so does everyone until the worker has caught up."""
+        batch.overdue = True
+        self._overdue += 1
+        self._give_up(batch.futures)
+
+    def _on_writable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sent = sock.send(self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._broken("the HSM worker process stopped")
+            return
+        del self._out[:sent]
+        if not self._out:
+            self.loop.remove_writer(sock.fileno())
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._broken("the HSM worker process stopped")
+            return
+        self._in += data
+        for message in frames(self._in):
+            if not self._take(message):
+                return
+
+    def _take(self, message: bytes) -> bool:
+        if not self._ready.is_set():
+            if message == _READY:
+                self._ready.set()
+                return True
+            self._broken("the HSM worker process could not open the token"
+                         if message == _FAILED else "the HSM worker process broke protocol")
+            return False
+        if not self._pending:
+            self._broken("the HSM worker process broke protocol")
+            return False
+        batch = self._pending.popleft()
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if batch.overdue:
+            self._overdue -= 1
+        try:
+            results = decode_results(message, batch.calls)
+        except CodecError:
+            self._give_up(batch.futures)
+            self._broken("the HSM worker process broke protocol")
+            return False
+        for fut, result in zip(batch.futures, results, strict=True):
+            if fut.done():  # given up on (overdue): its caller made the call itself
+                continue
+            if isinstance(result, HsmError) and not isinstance(result, InvalidCiphertext):
+                self.fallbacks += 1
+                fut.set_result(FALLBACK)
+            else:
+                self.answered += 1
+                fut.set_result(result)
+        return True
+
+    def _broken(self, why: str) -> None:
+        """Forget the worker: its calls are made by the server; the next call starts a new
+        one (after RESPAWN_INTERVAL_S)."""
+        _log.warning("hsm_worker_replaced: %s", why)
+        sock, proc = self._sock, self._proc
+        self._sock = self._proc = None
+        self._ready.clear()
+        if sock is not None:
+            self.loop.remove_reader(sock.fileno())
+            if self._out:
+                self.loop.remove_writer(sock.fileno())
+            sock.close()
+        if proc is not None:
+            reap_later(proc, "hsm-worker-reaper")
+        self._out.clear()
+        self._in.clear()
+        pending, self._pending = self._pending, collections.deque()
+        self._overdue = 0
+        for batch in pending:
+            if batch.timer is not None:
+                batch.timer.cancel()
+            self._give_up(batch.futures)
+
+    def close(self) -> None:
+        """End-of-file to the worker, which then exits; calls still waiting fall back."""
+        self._closed = True
+        sock, proc = self._sock, self._proc
+        self._sock = self._proc = None
+        if sock is not None:
+            self.loop.remove_reader(sock.fileno())
+            if self._out:
+                self.loop.remove_writer(sock.fileno())
+            sock.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for batch in self._pending:
+            self._give_up(batch.futures)
+        self._pending.clear()
+        self._give_up(self._futures)
+        self._calls, self._futures = [], []
