@@ -37,10 +37,11 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
 class KmsProcess:
     """``kms init`` + keys + a credential in a temp home, then ``kms serve`` (one worker)."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], env: dict[str, str] | None = None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="kms-bench-"))
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("SOFTHSM2_CONF", "KMS_PKCS11_PIN", "KMS_DATABASE_URL")}
+        self.env.update(env or {})
         self.env["KMS_HOME"] = str(self.home)
         self.port = free_port()
         self.cli("init")

@@ -113,10 +113,11 @@ def table(r: dict[str, Any]) -> str:
             rows.append((name, f"{v['rps']:,.0f} req/s  p50 {v['p50_ms']:.2f} ms  "
                                f"p99 {v['p99_ms']:.2f} ms  errors {v['errors']}"))
 
-    for name in ("xks_encrypt", "xks_decrypt", "echo"):
+    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_worker"):
         http(name)
-    if "xks_vs_echo" in r:
-        rows.append(("xks_vs_echo", f"{r['xks_vs_echo']:.3f}"))
+    for name in ("xks_vs_echo", "xks_hsm_worker_vs_echo"):
+        if name in r:
+            rows.append((name, f"{r[name]:.3f}"))
     env = r.get("envelope", {})
     for who, data in env.items():
         for case, v in data.items():
