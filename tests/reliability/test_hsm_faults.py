@@ -166,16 +166,15 @@ def fault_under_load(name: str, srv: KmsServer, akid: str, secret: str, tmp_path
     # budget only while the disk stalled that long (SoftHSM reads and locks its token
     # files on every call), and never over 1 s.
     assert len(refused) >= len(failures)
-    over = [(seconds, at) for seconds, status, at in answers
-            if status == 503 and seconds >= BUDGET_S]
-    unexplained = [(seconds, at) for seconds, at in over
-                   if not disk.covers(_epoch(at) - seconds, _epoch(at),
-                                      seconds - BUDGET_S)]
-    assert not unexplained, (unexplained, disk.stalls)
+    over = [(seconds, status, at) for seconds, status, at in answers if seconds >= BUDGET_S]
+    the_disks = [(seconds, status, at) for seconds, status, at in over
+                 if disk.covers(_epoch(at) - seconds, _epoch(at), seconds - BUDGET_S)]
+    unexplained_503s = [a for a in over if a[1] == 503 and a not in the_disks]
+    assert not unexplained_503s, (unexplained_503s, disk.stalls)
     hsm_in_1s, _ = within(srv, "kms_hsm_call_duration_seconds", "1.0")
     assert hsm_in_1s == hsm_total
     assert hsm_fast == hsm_total or disk.longest() >= BUDGET_S / 2, disk.stalls
-    assert fast >= 0.999 * total
+    assert fast + len(the_disks) >= 0.999 * total
     assert within(srv, "kms_request_duration_seconds", "1.0", 'endpoint="xks.')[0] == total
     assert percentile(latencies, 0.99) < BUDGET_S
     assert run.max_failure_ms() < 1000  # as the client saw it (with its own stalls)
