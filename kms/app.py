@@ -166,7 +166,7 @@ def start_hsm_worker(state: AppState) -> HsmWorker | None:
     (kms/hsmproc/), unless KMS_HSM_WORKER=off or the HSM was injected (tests)."""
     runtime = state.runtime
     config = runtime.hsm_worker_config
-    if runtime.settings.hsm_worker != "process" or config is None or not state.xks.inline:
+    if config is None or not state.xks.inline:
         return None
     worker = HsmWorker(config, asyncio.get_running_loop())
     worker.start()

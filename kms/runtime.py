@@ -97,7 +97,7 @@ class Runtime:
     keys: KeyService
     credentials: CredentialStore
     clock: Clock = field(default=system_clock)
-    # How an HSM worker process opens the same token (kms serve); None for an injected HSM.
+    # How an HSM worker process opens the same token (KMS_HSM_WORKER=process); else None.
     hsm_worker_config: WorkerConfig | None = None
 
     @classmethod
@@ -112,11 +112,12 @@ class Runtime:
             if isinstance(exc, DependencyTimeoutError):
                 raise
             raise DependencyTimeoutError("the database is unavailable") from None
-        worker_config = None
+        worker_config = None  # only for an HSM opened here, and only if asked for
         if hsm is None:
             hsm = open_hsm(settings)
-            worker_config = WorkerConfig(module_path(settings), settings.token_label,
-                                         load_pin(settings.pin_env()))
+            if settings.hsm_worker == "process":
+                worker_config = WorkerConfig(module_path(settings), settings.token_label,
+                                             load_pin(settings.pin_env()))
         hsm = InstrumentedHsm(hsm)  # kms_hsm_call_duration_seconds
         file = epoch_file(settings)
         sources: list[EpochSource] = []

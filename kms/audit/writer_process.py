@@ -24,7 +24,7 @@ caller is released only by the answer to its batch, sent after the commit return
 
 Failure: a child that dies, stops answering for :data:`REPLY_TIMEOUT_S` or breaks the
 protocol fails every batch it holds closed (DependencyTimeoutError) and is replaced on the
-next batch (at most once per :data:`RESPAWN_INTERVAL_S`; in between, batches fail
+next batch (at most once per ``LoopChannel.respawn_interval_s``; in between, batches fail
 closed). A parent that dies (kill -9) closes its end: the child commits the batches it has
 read and exits on end-of-file. Records it committed without being able to answer are in
 the log but were never acknowledged, which the crash-consistency guarantee allows (every
@@ -39,7 +39,6 @@ import collections
 import dataclasses
 import json
 import logging
-import os
 import pickle
 import select
 import signal
@@ -62,15 +61,15 @@ from kms.audit.record import (
 )
 from kms.errors import DependencyTimeoutError
 from kms.framing import HEADER as _HEADER
-from kms.framing import STOP_TIMEOUT_S, reap_later
+from kms.framing import STOP_TIMEOUT_S
 from kms.framing import frames as _frames
+from kms.helper_channel import READY as _READY
+from kms.helper_channel import HelperChannel
 
 REPLY_TIMEOUT_S = 30.0  # past the database's own lock timeout (busy_timeout 30 s)
-RESPAWN_INTERVAL_S = 1.0
 IDLE_S = 1.0  # the child hands its connection back to the pool after this long idle
 MAX_UNSENT = 64 << 20  # bytes queued for a child that does not read: fail closed past it
 MAX_FRAMES = 256  # batches the child commits in one transaction at most (bounded latency)
-_READY = b'["ready"]'
 _NOT_FOR_THE_WRITER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.audit")
 
@@ -150,61 +149,27 @@ def encode_batch(events: list[AuditEvent]) -> bytes:
         return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _spawn() -> tuple[socket.socket, subprocess.Popen[bytes]]:
-    ours, theirs = socket.socketpair()
+class LoopChannel(HelperChannel):
+    """The event loop's end of a writer process (kms/helper_channel.py). Every method runs
+    on ``loop``'s thread, except ``close`` once the loop no longer serves (it blocks while
+    the child finishes)."""
+
+    module = "kms.audit.writer_process"
+    what = "the audit writer process"
     # Least privilege: the writer process never touches the HSM, so it does not get the
     # PIN; the database URL (with its password) comes over the socket, not argv or env.
-    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_WRITER}
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kms.audit.writer_process", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            env=env)
-    except OSError:
-        ours.close()
-        raise DependencyTimeoutError("the audit writer process could not start") from None
-    finally:
-        theirs.close()
-    return ours, proc
-
-
-class LoopChannel:
-    """The event loop's end of a writer process. Every method runs on ``loop``'s thread,
-    except ``close`` once the loop no longer serves (it blocks while the child finishes)."""
+    withheld = _NOT_FOR_THE_WRITER
 
     def __init__(self, database_url: str, loop: asyncio.AbstractEventLoop, deliver: Deliver,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
-        self.loop = loop
+        super().__init__(loop)
         self._url = database_url
         self._deliver = deliver
         self._on_batch = on_batch
-        self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._last_spawn = float("-inf")
-        self._out = bytearray()  # not yet accepted by the socket
-        self._in = bytearray()
         self._pending: collections.deque[tuple[object, int, float]] = collections.deque()
-        self._closed = False
-        self._ready = asyncio.Event()  # set once the current child has said it is ready
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def ready(self) -> bool:
-        """The current child has started (imports done, its database connection tried)
-        and reads batches."""
-        return self._ready.is_set()
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """On the loop: whether the child is ready, waiting up to ``timeout`` seconds for it
-        (batches sent before then are not lost: the child reads them once it is)."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    def _config(self) -> bytes:
+        return json.dumps({"url": self._url}).encode()
 
     def check(self) -> int:
         """On the loop (``attach_loop``, ``/readyz``): the writer process's pid, started
@@ -217,105 +182,21 @@ class LoopChannel:
         assert self._proc is not None
         return self._proc.pid
 
-    def _start(self) -> socket.socket:
-        if self._closed:
-            raise DependencyTimeoutError("the audit log is closed")
-        now = time.monotonic()
-        if now - self._last_spawn < RESPAWN_INTERVAL_S:
-            raise DependencyTimeoutError("the audit writer process is restarting")
-        self._last_spawn = now
-        sock, proc = _spawn()
-        config = json.dumps({"url": self._url}).encode()
-        try:
-            sock.sendall(_HEADER.pack(len(config)) + config)  # a fresh socket: room for it
-        except OSError:
-            sock.close()
-            reap_later(proc, "audit-writer-reaper")
-            raise DependencyTimeoutError("the audit writer process could not start") from None
-        sock.setblocking(False)
-        self._sock, self._proc = sock, proc
-        self._ready.clear()
-        self.loop.add_reader(sock.fileno(), self._on_readable)
-        return sock
-
     def submit(self, events: list[AuditEvent], token: object) -> None:
         """Send one batch; ``deliver(token, ...)`` is called on the loop with its outcome."""
         try:
-            sock = self._sock
-            if sock is not None and self._pending and (
+            if self._sock is not None and self._pending and (
                     time.monotonic() - self._pending[0][2] > REPLY_TIMEOUT_S):
                 self._broken("the audit writer process did not answer")
-                sock = None
-            if sock is None:
-                sock = self._start()
+            if self._sock is None:
+                self._start()
             if len(self._out) > MAX_UNSENT:
                 raise DependencyTimeoutError("the audit writer process is not keeping up")
         except DependencyTimeoutError as exc:
             self._deliver(token, None, str(exc))
             return
-        payload = encode_batch(events)
         self._pending.append((token, len(events), time.monotonic()))
-        message = _HEADER.pack(len(payload)) + payload
-        if self._out:
-            self._out += message
-            return
-        try:
-            sent = sock.send(message)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._broken("the audit writer process stopped")
-            return
-        if sent < len(message):
-            self._out += message[sent:]
-            self.loop.add_writer(sock.fileno(), self._on_writable)
-
-    def _on_writable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            sent = sock.send(self._out)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._broken("the audit writer process stopped")
-            return
-        del self._out[:sent]
-        if not self._out:
-            self.loop.remove_writer(sock.fileno())
-
-    def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            data = sock.recv(1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._broken("the audit writer process stopped")
-            return
-        self._receive(data)
-
-    def _receive(self, data: bytes) -> None:
-        self._in += data
-        for frame in _frames(self._in):
-            if not self._take(frame):
-                return
-
-    def _take(self, frame: bytes) -> bool:
-        """One frame from the child; False once the channel is broken. A new child's first
-        frame must be ``["ready"]``; every later one answers the oldest pending batch."""
-        if self._ready.is_set():
-            return self._answer(frame)
-        if frame != _READY:
-            self._broken("the audit writer process answered out of protocol")
-            return False
-        self._ready.set()
-        return True
+        self._send(encode_batch(events))  # a broken channel fails this batch too
 
     def _answer(self, frame: bytes) -> bool:
         if not self._pending:
@@ -348,35 +229,23 @@ class LoopChannel:
             self._deliver(token, None, message)
         return True
 
-    def _broken(self, message: str) -> None:
-        """Forget the child: every batch it holds fails closed; the next batch starts a
-        new one."""
-        sock, proc = self._sock, self._proc
-        self._sock = self._proc = None
-        self._ready.clear()
-        if sock is not None:
-            self.loop.remove_reader(sock.fileno())
-            if self._out:
-                self.loop.remove_writer(sock.fileno())
-            sock.close()
-        if proc is not None:
-            reap_later(proc, "audit-writer-reaper")
-        self._out.clear()
-        self._in.clear()
+    def _forget_pending(self, why: str) -> None:
+        """Every batch the lost child held fails closed."""
         pending, self._pending = self._pending, collections.deque()
         for token, _, _ in pending:
-            self._deliver(token, None, message)
+            self._deliver(token, None, why)
 
     def close(self) -> None:
         """End-of-file to the child, after which it commits what it has read, answers,
         and exits. Answers that arrive within STOP_TIMEOUT_S are delivered."""
         self._closed = True
-        sock, proc = self._sock, self._proc
-        if sock is None or proc is None:
+        was_ready = self._ready.is_set()
+        detached = self._detach()
+        if detached is None:
             return
-        self.loop.remove_reader(sock.fileno())
-        if self._out:
-            self.loop.remove_writer(sock.fileno())
+        sock, proc = detached
+        if was_ready:  # _take keeps the handshake rule for what arrives now
+            self._ready.set()
         deadline = time.monotonic() + STOP_TIMEOUT_S
         try:
             sock.setblocking(True)
@@ -396,16 +265,13 @@ class LoopChannel:
                         break
         except OSError:
             pass
-        self._sock = self._proc = None
         sock.close()
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        pending, self._pending = self._pending, collections.deque()
-        for token, _, _ in pending:
-            self._deliver(token, None, "the audit log closed before the record was committed")
+        self._forget_pending("the audit log closed before the record was committed")
 
 
 # -- the writer process ----------------------------------------------------------------------

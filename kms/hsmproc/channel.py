@@ -14,33 +14,31 @@ the caller makes the call with the server's own session, as without a worker (wi
 fault handling and its 250 ms budget: tests/reliability/test_hsm_faults.py). While a batch
 is overdue, calls go that way at once; a worker that stays silent for
 :data:`STALL_KILL_S`, or breaks the protocol, is killed and replaced (at most once per
-:data:`RESPAWN_INTERVAL_S`).
+:attr:`respawn_interval_s`; kms/helper_channel.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
-import os
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 from hsm import HsmError, InvalidCiphertext, Pin
 from hsm.calls import GcmCall, GcmResult
-from kms.framing import STOP_TIMEOUT_S, frame, frames, reap_later
-from kms.hsmproc.codec import CodecError, decode_results, encode_calls
+from kms.errors import DependencyTimeoutError
+from kms.framing import STOP_TIMEOUT_S
+from kms.helper_channel import HelperChannel
+from kms.hsmproc.codec import FAILED, CodecError, decode_results, encode_calls
 
 ANSWER_WAIT_S = 0.05  # then the server makes the call itself: within AWS's 250 ms
 STALL_KILL_S = 2.0
-RESPAWN_INTERVAL_S = 1.0
 MAX_UNSENT = 16 << 20
 _NOT_FOR_THE_WORKER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
-_READY, _FAILED = b'["ready"]', b'["failed"]'
 _log = logging.getLogger("kms.hsmproc")
 
 
@@ -75,74 +73,36 @@ class _Batch:
     overdue: bool = False
 
 
-class HsmWorker:
+class HsmWorker(HelperChannel):
     """Every method runs on ``loop``'s thread (``close`` once the loop no longer serves)."""
 
+    module = "kms.hsmproc.child"
+    what = "the HSM worker process"
+    withheld = _NOT_FOR_THE_WORKER  # the PIN comes over the socket
+
     def __init__(self, config: WorkerConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._config = config
-        self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._last_spawn = float("-inf")
-        self._ready = asyncio.Event()
-        self._out = bytearray()
-        self._in = bytearray()
+        super().__init__(loop)
+        self._worker_config = config
         self._pending: collections.deque[_Batch] = collections.deque()
         self._calls: list[GcmCall] = []  # this loop iteration's batch, not yet sent
         self._futures: list[asyncio.Future[Outcome]] = []
         self._overdue = 0  # batches in _pending that were given up on
-        self._closed = False
         self.answered = 0  # calls whose answer the worker gave
         self.fallbacks = 0  # calls the server made itself
 
-    # -- state -------------------------------------------------------------------------
+    def _config(self) -> bytes:
+        return self._worker_config.payload()
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    async def wait_ready(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    def _refused_handshake(self, message: bytes) -> str:
+        if message == FAILED:
+            return "the HSM worker process could not open the token"
+        return super()._refused_handshake(message)
 
     def start(self) -> None:
         """Start the worker process if it is not running (and may be started again)."""
-        if self._closed or self._sock is not None:
-            return
-        now = time.monotonic()
-        if now - self._last_spawn < RESPAWN_INTERVAL_S:
-            return
-        self._last_spawn = now
-        ours, theirs = socket.socketpair()
-        env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_WORKER}
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "kms.hsmproc.child", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, env=env)
-        except OSError:
-            ours.close()
-            _log.warning("the HSM worker process could not start")
-            return
-        finally:
-            theirs.close()
-        try:
-            ours.sendall(frame(self._config.payload()))  # a fresh socket: room for it
-        except OSError:
-            ours.close()
-            reap_later(proc, "hsm-worker-reaper")
-            return
-        ours.setblocking(False)
-        self._sock, self._proc = ours, proc
-        self._ready.clear()
-        self.loop.add_reader(ours.fileno(), self._on_readable)
+        if self._sock is None:
+            with contextlib.suppress(DependencyTimeoutError):  # calls fall back meanwhile
+                self._start()
 
     # -- calls -------------------------------------------------------------------------
 
@@ -173,20 +133,7 @@ class HsmWorker:
         batch = _Batch(calls, futures, time.monotonic())
         batch.timer = self.loop.call_later(ANSWER_WAIT_S, self._expire, batch)
         self._pending.append(batch)
-        message = frame(encode_calls(calls))
-        if self._out:
-            self._out += message
-            return
-        try:
-            sent = sock.send(message)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._broken("the HSM worker process stopped")
-            return
-        if sent < len(message):
-            self._out += message[sent:]
-            self.loop.add_writer(sock.fileno(), self._on_writable)
+        self._send(encode_calls(calls))  # a broken channel gives this batch up too
 
     def _give_up(self, futures: list[asyncio.Future[Outcome]]) -> None:
         for fut in futures:
@@ -201,47 +148,7 @@ class HsmWorker:
         self._overdue += 1
         self._give_up(batch.futures)
 
-    def _on_writable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            sent = sock.send(self._out)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._broken("the HSM worker process stopped")
-            return
-        del self._out[:sent]
-        if not self._out:
-            self.loop.remove_writer(sock.fileno())
-
-    def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            data = sock.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._broken("the HSM worker process stopped")
-            return
-        self._in += data
-        for message in frames(self._in):
-            if not self._take(message):
-                return
-
-    def _take(self, message: bytes) -> bool:
-        if not self._ready.is_set():
-            if message == _READY:
-                self._ready.set()
-                return True
-            self._broken("the HSM worker process could not open the token"
-                         if message == _FAILED else "the HSM worker process broke protocol")
-            return False
+    def _answer(self, message: bytes) -> bool:
         if not self._pending:
             self._broken("the HSM worker process broke protocol")
             return False
@@ -267,47 +174,32 @@ class HsmWorker:
                 fut.set_result(result)
         return True
 
-    def _broken(self, why: str) -> None:
-        """Forget the worker: its calls are made by the server; the next call starts a new
-        one (after RESPAWN_INTERVAL_S)."""
+    def _forget_pending(self, why: str) -> None:
+        """The worker is gone: the server makes every call it held."""
         _log.warning("hsm_worker_replaced: %s", why)
-        sock, proc = self._sock, self._proc
-        self._sock = self._proc = None
-        self._ready.clear()
-        if sock is not None:
-            self.loop.remove_reader(sock.fileno())
-            if self._out:
-                self.loop.remove_writer(sock.fileno())
-            sock.close()
-        if proc is not None:
-            reap_later(proc, "hsm-worker-reaper")
-        self._out.clear()
-        self._in.clear()
+        self._release()
+
+    def _release(self) -> None:
+        """Every call waiting for the worker, sent or not, falls back to the server."""
         pending, self._pending = self._pending, collections.deque()
         self._overdue = 0
         for batch in pending:
             if batch.timer is not None:
                 batch.timer.cancel()
             self._give_up(batch.futures)
+        futures, self._calls, self._futures = self._futures, [], []
+        self._give_up(futures)
 
     def close(self) -> None:
         """End-of-file to the worker, which then exits; calls still waiting fall back."""
         self._closed = True
-        sock, proc = self._sock, self._proc
-        self._sock = self._proc = None
-        if sock is not None:
-            self.loop.remove_reader(sock.fileno())
-            if self._out:
-                self.loop.remove_writer(sock.fileno())
+        detached = self._detach()
+        if detached is not None:
+            sock, proc = detached
             sock.close()
-        if proc is not None:
             try:
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for batch in self._pending:
-            self._give_up(batch.futures)
-        self._pending.clear()
-        self._give_up(self._futures)
-        self._calls, self._futures = [], []
+        self._release()

@@ -24,9 +24,9 @@ from hsm import HsmError, HsmUnavailable, Pin
 from hsm.calls import GcmResult
 from hsm.pkcs11_hsm import Pkcs11Hsm
 from kms.framing import frame, frames
-from kms.hsmproc.codec import CodecError, decode_calls, encode_results
+from kms.helper_channel import READY
+from kms.hsmproc.codec import FAILED, CodecError, decode_calls, encode_results
 
-READY, FAILED = b'["ready"]', b'["failed"]'
 OPEN_ATTEMPTS = 6
 _log = logging.getLogger("kms.hsmproc")
 

@@ -25,6 +25,7 @@ from hsm import (
 )
 from hsm.calls import GcmCall, GcmDecrypt, GcmEncrypt, GcmResult
 
+FAILED = b'["failed"]'  # the child's first message when it cannot open the token
 ENCRYPT, DECRYPT = 1, 2
 OK = 0
 ERRORS: dict[int, type[HsmError]] = {1: InvalidCiphertext, 2: KeyNotFound,

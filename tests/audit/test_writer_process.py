@@ -179,7 +179,7 @@ def test_a_killed_writer_process_fails_closed_and_is_replaced(tmp_path: Path) ->
         # "durable" without an answer), then a new writer process takes over.
         failed = await asyncio.gather(*(log.append_async(_event(i)) for i in (1, 2)),
                                       return_exceptions=True)
-        await asyncio.sleep(wp.RESPAWN_INTERVAL_S)
+        await asyncio.sleep(wp.LoopChannel.respawn_interval_s)
         later = list(await asyncio.gather(*(log.append_async(_event(i))
                                             for i in (3, 4, 5))))
         assert channel.pid is not None
@@ -208,7 +208,7 @@ def test_a_writer_process_that_stops_answering_is_replaced(
         assert await log.append_async(_event(0)) == 0  # started, with the usual budgets
         monkeypatch.setattr(log_mod, "APPEND_TIMEOUT_S", 0.5)
         monkeypatch.setattr(wp, "REPLY_TIMEOUT_S", 0.3)
-        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.1)
+        monkeypatch.setattr(wp.LoopChannel, "respawn_interval_s", 0.1)
         os.kill(stopped, signal.SIGSTOP)
         started = time.monotonic()
         hung = (await asyncio.gather(log.append_async(_event(1)),
@@ -341,7 +341,7 @@ def test_readyz_reports_the_writer_process_and_starts_a_new_one(tmp_path: Path) 
         client = XksClient(srv.xks_endpoint, akid, secret)
         client.encrypt("rk", b"p" * 32, b"aad")
         os.kill(first, signal.SIGKILL)
-        time.sleep(wp.RESPAWN_INTERVAL_S + 0.2)
+        time.sleep(wp.LoopChannel.respawn_interval_s + 0.2)
         deadline = time.monotonic() + 10
         while True:  # /readyz starts the new writer process
             r = httpx.get(srv.url + "/readyz", timeout=5)
@@ -382,13 +382,13 @@ def test_writer_status_fails_while_no_writer_process_can_run(
         assert channel is not None
         while channel._sock is not None:  # the loop notices end-of-file
             await asyncio.sleep(0.01)
-        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 3600.0)
+        monkeypatch.setattr(wp.LoopChannel, "respawn_interval_s", 3600.0)
         refused: BaseException | None = None
         try:
             log.writer_status()
         except DependencyTimeoutError as exc:
             refused = exc
-        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
+        monkeypatch.setattr(wp.LoopChannel, "respawn_interval_s", 0.0)
         second = await status()
         assert second["pid"] != first["pid"]
         assert await log.append_async(_event(1)) == 1
@@ -414,7 +414,7 @@ def test_an_answer_out_of_protocol_fails_its_batch_and_replaces_the_writer(
         channel._pending.append(([waiter], 1, time.monotonic()))
         assert channel._answer(answer) is False
         assert channel._sock is None and not channel._pending
-        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
+        monkeypatch.setattr(wp.LoopChannel, "respawn_interval_s", 0.0)
         return waiter.future.exception(), await log.append_async(_event(1))
 
     error, seq = _serve(log, body)
@@ -437,7 +437,7 @@ def test_a_new_writer_process_that_does_not_first_say_ready_is_replaced(
         answer = b'["ok", [0], 0.001]'
         channel._receive(wp._HEADER.pack(len(answer)) + answer)
         replaced = channel._sock is None and not channel._pending and not channel.ready
-        monkeypatch.setattr(wp, "RESPAWN_INTERVAL_S", 0.0)
+        monkeypatch.setattr(wp.LoopChannel, "respawn_interval_s", 0.0)
         return waiter.future.exception(), replaced, await log.append_async(_event(0))
 
     error, replaced, seq = _serve(log, body)

@@ -53,6 +53,13 @@ def run(softhsm_module: str, label: str, body: Callable[[ch.HsmWorker], Awaitabl
     return asyncio.run(main())
 
 
+async def ready_pid(worker: ch.HsmWorker) -> int:
+    """The worker's pid, once it is ready."""
+    assert await worker.wait_ready(20)
+    assert worker.pid is not None
+    return worker.pid
+
+
 async def outcome(worker: ch.HsmWorker, call: GcmCall) -> ch.Outcome:
     fut = worker.call(call)
     return ch.FALLBACK if fut is None else await fut
@@ -129,12 +136,10 @@ def test_a_killed_worker_is_replaced_and_its_calls_fall_back(
         token: tuple[str, Pkcs11Hsm], softhsm_module: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     label, _ = token
-    monkeypatch.setattr(ch, "RESPAWN_INTERVAL_S", 0.2)
+    monkeypatch.setattr(ch.HsmWorker, "respawn_interval_s", 0.2)
 
     async def body(worker: ch.HsmWorker) -> None:
-        assert await worker.wait_ready(20)
-        first = worker.pid
-        assert first is not None
+        first = await ready_pid(worker)
         os.kill(first, signal.SIGKILL)
         # calls in flight when it died, and those until a new one is ready, fall back
         got = await outcome(worker, GcmEncrypt("k1", b"p", b""))
@@ -156,16 +161,14 @@ def test_a_stalled_worker_is_given_up_on_within_the_wait_and_then_killed(
     monkeypatch.setattr(ch, "STALL_KILL_S", 0.5)
 
     async def body(worker: ch.HsmWorker) -> None:
-        assert await worker.wait_ready(20)
-        pid = worker.pid
-        assert pid is not None
+        pid = await ready_pid(worker)
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             assert await outcome(worker, GcmEncrypt("k1", b"p", b"")) is ch.FALLBACK
             waited = time.monotonic() - started
             assert ch.ANSWER_WAIT_S <= waited < ch.ANSWER_WAIT_S + 0.2
-            started = time.monotonic()  # while a batch is overdue: at once
+            # while a batch is overdue: at once
             assert worker.call(GcmEncrypt("k1", b"p", b"")) is None
             await asyncio.sleep(0.6)
             assert worker.call(GcmEncrypt("k1", b"p", b"")) is None  # past STALL_KILL_S
@@ -181,9 +184,7 @@ def test_a_worker_that_catches_up_is_used_again(
     label, _ = token
 
     async def body(worker: ch.HsmWorker) -> None:
-        assert await worker.wait_ready(20)
-        pid = worker.pid
-        assert pid is not None
+        pid = await ready_pid(worker)
         os.kill(pid, signal.SIGSTOP)
         assert await outcome(worker, GcmEncrypt("k1", b"p", b"")) is ch.FALLBACK
         os.kill(pid, signal.SIGCONT)
@@ -215,10 +216,10 @@ def test_the_pin_reaches_the_worker_only_over_its_socket(
     monkeypatch.setenv("KMS_PKCS11_PIN", TEST_PIN)
 
     async def body(worker: ch.HsmWorker) -> None:
-        assert await worker.wait_ready(20)
-        with open(f"/proc/{worker.pid}/environ", "rb") as f:
+        pid = await ready_pid(worker)
+        with open(f"/proc/{pid}/environ", "rb") as f:
             environ = f.read()
-        with open(f"/proc/{worker.pid}/cmdline", "rb") as f:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
         assert b"KMS_PKCS11_PIN" not in environ
         assert TEST_PIN.encode() not in environ + cmdline
