@@ -59,7 +59,8 @@ HTTP_REQUESTS: Final = Counter(
     "kms_http_requests_total", "Every HTTP request by route template and status code",
     ["route", "method", "status"], registry=REGISTRY)
 HSM_LATENCY: Final = Histogram(
-    "kms_hsm_call_duration_seconds", "HSM (PKCS#11) call latency, lock wait included",
+    "kms_hsm_call_duration_seconds", "HSM (PKCS#11) call latency, lock wait included; "
+    "the server's own calls and its HSM worker process's",
     ["operation", "outcome"], buckets=_HSM_BUCKETS, registry=REGISTRY)
 AUDIT_APPEND_LATENCY: Final = Histogram(
     "kms_audit_append_duration_seconds", "Time to commit one group-commit batch of audit "

@@ -29,11 +29,12 @@ import time
 from dataclasses import dataclass
 
 from hsm import HsmError, InvalidCiphertext, Pin
-from hsm.calls import GcmCall, GcmResult
+from hsm.calls import GcmCall, GcmEncrypt, GcmResult
 from kms.errors import DependencyTimeoutError
 from kms.framing import STOP_TIMEOUT_S
 from kms.helper_channel import HelperChannel
 from kms.hsmproc.codec import FAILED, CodecError, decode_results, encode_calls
+from kms.metrics import observe_hsm_call
 
 ANSWER_WAIT_S = 0.05  # then the server makes the call itself: within AWS's 250 ms
 STALL_KILL_S = 2.0
@@ -163,7 +164,11 @@ class HsmWorker(HelperChannel):
             self._give_up(batch.futures)
             self._broken("the HSM worker process broke protocol")
             return False
-        for fut, result in zip(batch.futures, results, strict=True):
+        for call, fut, (result, seconds) in zip(batch.calls, batch.futures, results,
+                                                strict=True):
+            # every call the worker made is an HSM call, answered in time or not
+            observe_hsm_call("encrypt" if isinstance(call, GcmEncrypt) else "decrypt",
+                             "error" if isinstance(result, HsmError) else "ok", seconds)
             if fut.done():  # given up on (overdue): its caller made the call itself
                 continue
             if isinstance(result, HsmError) and not isinstance(result, InvalidCiphertext):

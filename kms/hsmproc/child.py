@@ -25,7 +25,7 @@ from hsm.calls import GcmResult
 from hsm.pkcs11_hsm import Pkcs11Hsm
 from kms.framing import frame, frames
 from kms.helper_channel import READY
-from kms.hsmproc.codec import FAILED, CodecError, decode_calls, encode_results
+from kms.hsmproc.codec import FAILED, Answer, CodecError, decode_calls, encode_results
 
 OPEN_ATTEMPTS = 6
 _log = logging.getLogger("kms.hsmproc")
@@ -52,15 +52,18 @@ def answer(hsm: Pkcs11Hsm, payload: bytes) -> bytes:
         calls = decode_calls(payload)
     except CodecError:
         return b""
-    results: list[GcmResult | HsmError] = []
+    answers: list[Answer] = []
     for call in calls:
+        started = time.perf_counter()
+        outcome: GcmResult | HsmError
         try:
-            results.append(call.run(hsm))
+            outcome = call.run(hsm)
         except HsmError as exc:
-            results.append(exc)
+            outcome = exc
         except Exception:  # never a dead worker for one bad call: the parent retries it
-            results.append(HsmError("internal error"))
-    return encode_results(results)
+            outcome = HsmError("internal error")
+        answers.append(Answer(outcome, time.perf_counter() - started))
+    return encode_results(answers)
 
 
 def serve(sock: socket.socket) -> int:

@@ -8,12 +8,15 @@ process runs code that the other one sent.
   code 2 ``GcmDecrypt`` (label, iv, ciphertext, tag, aad).
 * Its answer (child -> parent): one item per call, in order. Code 0 is a result (an
   encrypt's iv, ciphertext and tag; a decrypt's plaintext); the others are the error the
-  HSM layer raised (:data:`ERRORS`), without a message.
+  HSM layer raised (:data:`ERRORS`), without a message. Every answer's last field is the
+  time the worker's HSM call took, in microseconds (4 bytes, big-endian), for the
+  server's ``kms_hsm_call_duration_seconds``.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from hsm import (
     GcmCiphertext,
@@ -32,6 +35,15 @@ ERRORS: dict[int, type[HsmError]] = {1: InvalidCiphertext, 2: KeyNotFound,
                                      3: PermissionDenied, 4: HsmUnavailable, 5: HsmError}
 _ITEM = struct.Struct("!BB")
 _LEN = struct.Struct("!I")
+_MICROS = struct.Struct("!I")
+_MAX_MICROS = 0xFFFFFFFF
+
+
+class Answer(NamedTuple):
+    """One call's outcome in the worker and how long its HSM call took there."""
+
+    outcome: GcmResult | HsmError
+    seconds: float
 
 
 class CodecError(ValueError):
@@ -99,34 +111,39 @@ def error_code(exc: HsmError) -> int:
     return 4 if isinstance(exc, HsmUnavailable) else 5
 
 
-def encode_results(results: list[GcmResult | HsmError]) -> bytes:
+def encode_results(answers: list[Answer]) -> bytes:
     items: list[tuple[int, tuple[bytes, ...]]] = []
-    for r in results:
+    for r, seconds in answers:
+        took = _MICROS.pack(min(_MAX_MICROS, max(0, round(seconds * 1e6))))
         if isinstance(r, GcmCiphertext):
-            items.append((OK, (r.iv, r.ciphertext, r.tag)))
+            items.append((OK, (r.iv, r.ciphertext, r.tag, took)))
         elif isinstance(r, bytes):
-            items.append((OK, (r,)))
+            items.append((OK, (r, took)))
         else:
-            items.append((error_code(r), ()))
+            items.append((error_code(r), (took,)))
     return _pack(items)
 
 
-def decode_results(payload: bytes, calls: list[GcmCall]) -> list[GcmResult | HsmError]:
+def decode_results(payload: bytes, calls: list[GcmCall]) -> list[Answer]:
     """The answers to ``calls`` (CodecError if they do not match them one for one)."""
     items = _unpack(payload)
     if len(items) != len(calls):
         raise CodecError("not one answer per call")
-    out: list[GcmResult | HsmError] = []
+    out: list[Answer] = []
     for (code, f), call in zip(items, calls, strict=True):
+        if not f or len(f[-1]) != _MICROS.size:
+            raise CodecError("an answer without its duration")
+        seconds = _MICROS.unpack(f.pop())[0] / 1e6
         if code == OK:
             if isinstance(call, GcmEncrypt) and len(f) == 3:
-                out.append(GcmCiphertext(f[0], f[1], f[2]))
+                out.append(Answer(GcmCiphertext(f[0], f[1], f[2]), seconds))
             elif isinstance(call, GcmDecrypt) and len(f) == 1:
-                out.append(f[0])
+                out.append(Answer(f[0], seconds))
             else:
                 raise CodecError("a result of the wrong shape")
         elif code in ERRORS and not f:
-            out.append(ERRORS[code]("the HSM worker process reported an error"))
+            out.append(Answer(ERRORS[code]("the HSM worker process reported an error"),
+                              seconds))
         else:
             raise CodecError("an unknown answer")
     return out

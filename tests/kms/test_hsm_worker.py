@@ -12,17 +12,19 @@ from typing import TypeVar
 
 import pytest
 
-from hsm import AesUsage, GcmCiphertext, HsmError, InvalidCiphertext, KeyNotFound, Pin
-from hsm.calls import GcmCall, GcmDecrypt, GcmEncrypt, GcmResult
+from hsm import AesUsage, GcmCiphertext, InvalidCiphertext, KeyNotFound, Pin
+from hsm.calls import GcmCall, GcmDecrypt, GcmEncrypt
 from hsm.pkcs11_hsm import Pkcs11Hsm
 from kms.hsmproc import channel as ch
 from kms.hsmproc.codec import (
+    Answer,
     CodecError,
     decode_calls,
     decode_results,
     encode_calls,
     encode_results,
 )
+from kms.metrics import REGISTRY
 from tests.conftest import TEST_PIN
 
 T = TypeVar("T")
@@ -72,13 +74,16 @@ def test_calls_and_results_round_trip() -> None:
     calls: list[GcmCall] = [GcmEncrypt("kms/a/v1/x", b"p" * 32, b"aad"),
                             GcmDecrypt("kms/b/v2/y", b"i" * 12, b"", b"t" * 16, b"")]
     assert decode_calls(encode_calls(calls)) == calls
-    results: list[GcmResult | HsmError] = [GcmCiphertext(b"i" * 12, b"c", b"t" * 16),
-                                           InvalidCiphertext("x")]
+    results: list[Answer] = [Answer(GcmCiphertext(b"i" * 12, b"c", b"t" * 16), 0.000123),
+                             Answer(InvalidCiphertext("x"), 2.5)]
     back = decode_results(encode_results(results), calls)
     assert back[0] == results[0]
-    assert isinstance(back[1], InvalidCiphertext)
-    assert decode_results(encode_results([b"plain", KeyNotFound("k")]), calls[::-1])[0] == (
-        b"plain")
+    assert isinstance(back[1].outcome, InvalidCiphertext)
+    assert back[1].seconds == 2.5
+    plain = decode_results(encode_results([Answer(b"plain", 0.0),
+                                           Answer(KeyNotFound("k"), 0.0)]), calls[::-1])
+    assert plain[0] == (b"plain", 0.0)
+    assert isinstance(plain[1].outcome, KeyNotFound)
 
 
 @pytest.mark.parametrize("payload", [
@@ -95,11 +100,13 @@ def test_malformed_calls_are_refused(payload: bytes) -> None:
 def test_results_that_do_not_match_their_calls_are_refused() -> None:
     enc: list[GcmCall] = [GcmEncrypt("k", b"p", b"")]
     with pytest.raises(CodecError):  # one answer too many
-        decode_results(encode_results([b"a", b"b"]), enc)
+        decode_results(encode_results([Answer(b"a", 0.0), Answer(b"b", 0.0)]), enc)
     with pytest.raises(CodecError):  # a decrypt's shape for an encrypt
-        decode_results(encode_results([b"plain"]), enc)
+        decode_results(encode_results([Answer(b"plain", 0.0)]), enc)
     with pytest.raises(CodecError):  # an unknown code
-        decode_results(b"\x07\x00", enc)
+        decode_results(b"\x07\x01\x00\x00\x00\x04\x00\x00\x00\x01", enc)
+    with pytest.raises(CodecError):  # an answer without its duration
+        decode_results(b"\x05\x00", enc)
 
 
 # -- the worker process on a real token --------------------------------------------------
@@ -130,6 +137,36 @@ def test_the_worker_answers_like_the_server_s_own_session(
         assert worker.fallbacks == 1
 
     run(softhsm_module, label, body)
+
+
+def _hsm_calls(operation: str, outcome: str) -> tuple[float, float]:
+    """(count, sum of seconds) of kms_hsm_call_duration_seconds for these labels."""
+    labels = {"operation": operation, "outcome": outcome}
+    count = REGISTRY.get_sample_value("kms_hsm_call_duration_seconds_count", labels)
+    total = REGISTRY.get_sample_value("kms_hsm_call_duration_seconds_sum", labels)
+    return count or 0.0, total or 0.0
+
+
+def test_the_worker_s_calls_are_in_the_hsm_call_histogram(
+        token: tuple[str, Pkcs11Hsm], softhsm_module: str) -> None:
+    label, hsm = token
+    made_here = hsm.encrypt("k1", b"x", b"aad")
+    enc_before, dec_before = _hsm_calls("encrypt", "ok"), _hsm_calls("decrypt", "error")
+
+    async def body(worker: ch.HsmWorker) -> None:
+        assert await worker.wait_ready(20)
+        outs = await asyncio.gather(*(outcome(worker, GcmEncrypt("k1", b"p", b""))
+                                      for _ in range(5)))
+        assert all(isinstance(o, GcmCiphertext) for o in outs)
+        bad = await outcome(worker, GcmDecrypt("k1", made_here.iv, made_here.ciphertext,
+                                               bytes(16), b"aad"))
+        assert isinstance(bad, InvalidCiphertext)
+
+    run(softhsm_module, label, body)
+    enc_after, dec_after = _hsm_calls("encrypt", "ok"), _hsm_calls("decrypt", "error")
+    assert enc_after[0] - enc_before[0] == 5
+    assert 0 < enc_after[1] - enc_before[1] < 5.0  # the worker's own timing, in seconds
+    assert dec_after[0] - dec_before[0] == 1
 
 
 def test_a_killed_worker_is_replaced_and_its_calls_fall_back(
