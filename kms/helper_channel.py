@@ -26,13 +26,16 @@ from kms.framing import frame, frames, reap_later
 
 RESPAWN_INTERVAL_S = 1.0
 READY = b'["ready"]'
+# Least privilege: neither helper gets the HSM PIN or the database URL (with its password)
+# in its environment; the one that needs either receives it over the socket.
+SECRET_ENV = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.serve")
 
 
 class HelperChannel:
     module = ""  # the child's ``python -m`` module
     what = "the helper process"  # in error messages and logs
-    withheld: frozenset[str] = frozenset()  # environment variables the child must not see
+    withheld: frozenset[str] = SECRET_ENV  # environment variables the child must not see
     respawn_interval_s = RESPAWN_INTERVAL_S
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:

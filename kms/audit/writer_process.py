@@ -70,7 +70,6 @@ REPLY_TIMEOUT_S = 30.0  # past the database's own lock timeout (busy_timeout 30 
 IDLE_S = 1.0  # the child hands its connection back to the pool after this long idle
 MAX_UNSENT = 64 << 20  # bytes queued for a child that does not read: fail closed past it
 MAX_FRAMES = 256  # batches the child commits in one transaction at most (bounded latency)
-_NOT_FOR_THE_WRITER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.audit")
 
 _EventFields = tuple[object, ...]
@@ -156,9 +155,8 @@ class LoopChannel(HelperChannel):
 
     module = "kms.audit.writer_process"
     what = "the audit writer process"
-    # Least privilege: the writer process never touches the HSM, so it does not get the
-    # PIN; the database URL (with its password) comes over the socket, not argv or env.
-    withheld = _NOT_FOR_THE_WRITER
+    # The environment without the PIN (the writer never touches the HSM) or the database
+    # URL, which comes over the socket: HelperChannel.withheld.
 
     def __init__(self, database_url: str, loop: asyncio.AbstractEventLoop, deliver: Deliver,
                  on_batch: Callable[[int, float], None] | None = None) -> None:

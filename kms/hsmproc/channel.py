@@ -39,7 +39,6 @@ from kms.metrics import observe_hsm_call
 ANSWER_WAIT_S = 0.05  # then the server makes the call itself: within AWS's 250 ms
 STALL_KILL_S = 2.0
 MAX_UNSENT = 16 << 20
-_NOT_FOR_THE_WORKER = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
 _log = logging.getLogger("kms.hsmproc")
 
 
@@ -79,7 +78,7 @@ class HsmWorker(HelperChannel):
 
     module = "kms.hsmproc.child"
     what = "the HSM worker process"
-    withheld = _NOT_FOR_THE_WORKER  # the PIN comes over the socket
+    # the PIN comes over the socket, never in the environment: HelperChannel.withheld
 
     def __init__(self, config: WorkerConfig, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
