@@ -24,6 +24,7 @@ class DiskProbe:
     def __init__(self, directory: Path) -> None:
         self.path = directory / "disk-probe.dat"
         self.stalls: list[tuple[float, float]] = []  # (wall-clock start, end) of slow syncs
+        self.syncs = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
 
@@ -43,6 +44,7 @@ class DiskProbe:
                 start, t0 = time.time(), time.monotonic()
                 os.fsync(fd)
                 took = time.monotonic() - t0
+                self.syncs += 1
                 if took > STALL_S:
                     self.stalls.append((start, start + took))
         finally:

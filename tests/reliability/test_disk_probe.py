@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.reliability.disk_probe import DiskProbe
@@ -18,5 +19,8 @@ def test_an_answer_is_the_disk_s_only_where_a_stall_covers_its_excess(tmp_path: 
 
 def test_the_probe_syncs_while_it_runs(tmp_path: Path) -> None:
     with DiskProbe(tmp_path) as probe:
-        pass
-    assert probe.path.exists()
+        deadline = time.monotonic() + 10
+        while probe.syncs < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert probe.syncs >= 3
+    assert probe.path.stat().st_size == 512 * probe.syncs  # one append per sync
