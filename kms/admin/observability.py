@@ -72,12 +72,15 @@ def route_template(scope: Scope) -> str:
     return "(unmatched)"
 
 
-def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool = True) -> None:
+def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool = True,
+                   audit_wait: float | None = None) -> None:
     """Metrics and the ``http_request`` log line of one finished request (also called
     by the XKS front door, kms/xks/routes.py, which bypasses this middleware). The front
     door passes ``log_line=False`` for a refusal beyond its source's auth-failure budget:
     a flood is counted (metrics, the audit log's ``suppressed_since_last``), not logged
-    line by line."""
+    line by line. It passes ``audit_wait``, the part of ``seconds`` that the answer waited
+    for its durable audit record (logged as ``audit_wait_ms``): a slow answer says whether
+    it was slow in the service or in the audit log's commit (the disk)."""
     route = route_template(scope)
     method = str(scope.get("method", ""))
     state: dict[str, Any] = scope.get("state") or {}
@@ -90,6 +93,8 @@ def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool 
         return  # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
     fields: dict[str, Any] = {"method": method, "route": route, "status": status,
                               "duration_ms": round(seconds * 1000, 3)}
+    if audit_wait is not None:
+        fields["audit_wait_ms"] = round(audit_wait * 1000, 3)
     if error_name:
         fields["error"] = error_name
     if state.get(ACTOR_STATE):

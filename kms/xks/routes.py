@@ -68,9 +68,9 @@ class XksEndpoint:
         started = time.perf_counter()
         request_id = request_id_from(scope)
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        status, name, flooding = 500, "unknown", False
+        status, name, flooding, audit_wait = 500, "unknown", False, None
         try:
-            status, body, name, flooding = await self._handle_scope(scope, receive)
+            status, body, name, flooding, audit_wait = await self._handle_scope(scope, receive)
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode("ascii")),
@@ -81,22 +81,24 @@ class XksEndpoint:
             if self.observe is not None:
                 self.observe(name, status, seconds)
             # what RequestObservability would do; a flood's refusals are counted, not logged
-            record_request(scope, status, seconds, log_line=not flooding)
+            record_request(scope, status, seconds, log_line=not flooding,
+                           audit_wait=audit_wait)
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _handle_scope(self, scope: Scope,
-                            receive: Receive) -> tuple[int, bytes, str, bool]:
-        """(status, body, operation, whether the source is flooding: see pacing.py)."""
+                            receive: Receive) -> tuple[int, bytes, str, bool, float | None]:
+        """(status, body, operation, whether the source is flooding: see pacing.py, the
+        seconds the answer waited for its durable audit record, if it has one)."""
         declared = None
         for k, v in scope["headers"]:
             if k == b"content-length":
                 declared = v
                 break
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return (*_oversize(), False)
+            return (*_oversize(), False, None)
         body = await _read_body(receive)
         if isinstance(body, tuple):
-            return (*body, False)
+            return (*body, False, None)
         raw_path = scope.get("raw_path") or scope["path"].encode()
         client = scope.get("client")
         req = XksRequest(
@@ -125,18 +127,23 @@ class XksEndpoint:
                 loop = asyncio.get_running_loop()
                 resp = await loop.run_in_executor(self.pool, self.handler.process, req)
         except KmsError as exc:  # the handler answers its own errors; this is a safety net
-            return (*wire.error_body_for(exc), "unknown", False)
+            return (*wire.error_body_for(exc), "unknown", False, None)
         except Exception:
-            return (*wire.error_body_for(InternalError("internal error")), "unknown", False)
+            return (*wire.error_body_for(InternalError("internal error")), "unknown", False,
+                    None)
         if resp.flooding:  # the source's refusals wait for its slot (kms/xks/pacing.py)
             await asyncio.sleep(self.pacer.delay(req.source))
-        if resp.event is not None:
-            try:
-                await self.audit.append_async(resp.event)
-            except Exception:
-                return (*wire.error_body_for(DependencyTimeoutError(
-                    "the audit log is unavailable")), resp.operation, False)
-        return resp.status, resp.body, resp.operation, resp.flooding
+        if resp.event is None:
+            return resp.status, resp.body, resp.operation, resp.flooding, None
+        waiting = time.perf_counter()
+        try:
+            await self.audit.append_async(resp.event)
+        except Exception:
+            return (*wire.error_body_for(DependencyTimeoutError(
+                "the audit log is unavailable")), resp.operation, False,
+                time.perf_counter() - waiting)
+        return (resp.status, resp.body, resp.operation, resp.flooding,
+                time.perf_counter() - waiting)
 
     async def _complete(self, step: HsmStep) -> XksResponse:
         """Make ``step``'s HSM call (in the worker process if it can, else here or, when

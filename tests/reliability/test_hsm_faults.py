@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -75,16 +76,34 @@ def within(srv: KmsServer, histogram: str, le: str, labels: str = "") -> tuple[i
     return inside, total
 
 
-def xks_answers(srv: KmsServer) -> list[tuple[float, int, str]]:
-    """(server-side seconds, status, UTC time) of every XKS answer, from the service log
-    (KMS_ACCESS_LOG=all logs the 200s too)."""
+class Answer(NamedTuple):
+    """One XKS answer as the service logged it (KMS_ACCESS_LOG=all logs the 200s too)."""
+
+    seconds: float  # from the request's arrival to its answer, server side
+    status: int
+    at: str  # UTC time of the answer
+    audit_wait: float  # the part of ``seconds`` spent waiting for its durable audit record
+
+    @property
+    def service(self) -> float:
+        """The part of the answer that was the service's own (the HSM call, threads, the
+        event loop): everything but the audit commit."""
+        return self.seconds - self.audit_wait
+
+    def __str__(self) -> str:
+        return (f"{self.seconds * 1000:.1f} ms ({self.status} at {self.at[11:23]}, audit "
+                f"commit {self.audit_wait * 1000:.1f} ms)")
+
+
+def xks_answers(srv: KmsServer) -> list[Answer]:
     answers = []
     for line in (srv.home / "serve.log").read_text(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
         entry = json.loads(line)
         if entry.get("event") == "http_request" and "/kms/xks/v1/" in entry.get("route", ""):
-            answers.append((entry["duration_ms"] / 1000, entry["status"], entry["timestamp"]))
+            answers.append(Answer(entry["duration_ms"] / 1000, entry["status"],
+                                  entry["timestamp"], entry["audit_wait_ms"] / 1000))
     return answers
 
 
@@ -136,12 +155,11 @@ def fault_under_load(name: str, srv: KmsServer, akid: str, secret: str, tmp_path
     during, failures = run.during(), run.failures()
     latencies = [a.latency for a in failures]
     answers = xks_answers(srv)
-    refused = [seconds for seconds, status, _ in answers if status == 503]
+    refused = [a.seconds for a in answers if a.status == 503]
     fast, total = within(srv, "kms_request_duration_seconds", "0.25", 'endpoint="xks.')
     hsm_fast, hsm_total = within(srv, "kms_hsm_call_duration_seconds", "0.25")
     audit_fast, audit_total = within(srv, "kms_audit_append_duration_seconds", "0.25")
-    slowest = ", ".join(f"{s * 1000:.1f} ms ({status} at {at[11:23]})"
-                        for s, status, at in sorted(answers, reverse=True)[:5])
+    slowest = ", ".join(map(str, sorted(answers, reverse=True)[:5]))
     print(f"\n{run.summary(name)}; failure latency p50 {percentile(latencies, 0.5) * 1000:.1f}"
           f" ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms; server side: {fast} of "
           f"{total} XKS calls answered within {BUDGET_S * 1000:.0f} ms ({len(refused)} 503s, "
@@ -160,16 +178,20 @@ def fault_under_load(name: str, srv: KmsServer, akid: str, secret: str, tmp_path
     # CI run had 1 of 1,819 answers over 250 ms; the slowest answers printed here then
     # showed the first request after start-up at 219 ms, waiting for the audit writer
     # process: kms serve now opens its port once that is ready.)
-    # A refusal over budget is allowed only where the disk stalled its audit commit for the
-    # time it is over (tests/reliability/disk_probe.py: it stalls for 200-500 ms at times
-    # on this VM, and every answer waits for its durable audit record); an HSM call over
-    # budget only while the disk stalled that long (SoftHSM reads and locks its token
-    # files on every call), and never over 1 s.
+    # A refusal over budget is allowed only where the disk held it: where its own part
+    # (all but the wait for its durable audit record, which every answer makes) was within
+    # budget and the rest was the audit commit, or where the disk probe saw a stall as
+    # long as the time it is over (tests/reliability/disk_probe.py: syncs stall for
+    # 200-800 ms at times on this VM). The service log gives each answer's audit wait: the
+    # probe alone missed one (a CI run, 2026-11-28: a 360 ms 503 with no probe stall then,
+    # its probe's next syncs stalled 45 and 56 ms, 0.15 s later). An HSM call over budget
+    # only while the disk stalled that long (SoftHSM reads and locks its token files on
+    # every call), and never over 1 s.
     assert len(refused) >= len(failures)
-    over = [(seconds, status, at) for seconds, status, at in answers if seconds >= BUDGET_S]
-    the_disks = [(seconds, status, at) for seconds, status, at in over
-                 if disk.covers(_epoch(at) - seconds, _epoch(at), seconds - BUDGET_S)]
-    unexplained_503s = [a for a in over if a[1] == 503 and a not in the_disks]
+    over = [a for a in answers if a.seconds >= BUDGET_S]
+    the_disks = [a for a in over if a.service < BUDGET_S or disk.covers(
+        _epoch(a.at) - a.seconds, _epoch(a.at), a.seconds - BUDGET_S)]
+    unexplained_503s = [str(a) for a in over if a.status == 503 and a not in the_disks]
     assert not unexplained_503s, (unexplained_503s, disk.stalls)
     hsm_in_1s, _ = within(srv, "kms_hsm_call_duration_seconds", "1.0")
     assert hsm_in_1s == hsm_total
