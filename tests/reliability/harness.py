@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,6 +32,39 @@ from kms.bench import wrk
 from kms.client import XksClient
 from kms.client.xks_client import XksCiphertext
 from tests.server import KmsServer
+
+ACCESS_LOG = {"KMS_ACCESS_LOG": "all"}  # every XKS answer in the service log, with its time
+
+
+class LoggedAnswer(NamedTuple):
+    """One XKS answer as the service logged it (KMS_ACCESS_LOG=all logs the 200s too)."""
+
+    seconds: float  # from the request's arrival to its answer, server side
+    status: int
+    at: str  # UTC time of the answer
+    audit_wait: float  # the part of ``seconds`` spent waiting for its durable audit record
+
+    @property
+    def service(self) -> float:
+        """The part of the answer that was the service's own (the HSM call, threads, the
+        event loop): everything but the audit commit."""
+        return self.seconds - self.audit_wait
+
+    def __str__(self) -> str:
+        return (f"{self.seconds * 1000:.1f} ms ({self.status} at {self.at[11:23]}, audit "
+                f"commit {self.audit_wait * 1000:.1f} ms)")
+
+
+def xks_answers(srv: KmsServer) -> list[LoggedAnswer]:
+    answers = []
+    for line in (srv.home / "serve.log").read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if entry.get("event") == "http_request" and "/kms/xks/v1/" in entry.get("route", ""):
+            answers.append(LoggedAnswer(entry["duration_ms"] / 1000, entry["status"],
+                                  entry["timestamp"], entry["audit_wait_ms"] / 1000))
+    return answers
 
 
 def b64(data: bytes) -> str:

@@ -17,7 +17,6 @@ restart) and every acknowledged request is in the audit log, which verifies.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,6 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import httpx
 import pytest
@@ -41,16 +39,17 @@ from tests.reliability.conftest import KEY
 from tests.reliability.disk_probe import DiskProbe
 from tests.reliability.faults import FaultRun, run_across_fault
 from tests.reliability.harness import (
+    ACCESS_LOG,
     export_and_verify,
     kinds,
     percentile,
     token_dir,
     wait_until,
+    xks_answers,
 )
 from tests.server import KmsServer
 
 BUDGET_S = 0.250  # AWS KMS's timeout for one proxy call
-ACCESS_LOG = {"KMS_ACCESS_LOG": "all"}  # every XKS answer in the service log, with its time
 FAULT_S = 3.0
 
 
@@ -74,37 +73,6 @@ def within(srv: KmsServer, histogram: str, le: str, labels: str = "") -> tuple[i
             inside += int(float(value))
     assert total > 0, f"nothing observed in {histogram}{{{labels}}}"
     return inside, total
-
-
-class Answer(NamedTuple):
-    """One XKS answer as the service logged it (KMS_ACCESS_LOG=all logs the 200s too)."""
-
-    seconds: float  # from the request's arrival to its answer, server side
-    status: int
-    at: str  # UTC time of the answer
-    audit_wait: float  # the part of ``seconds`` spent waiting for its durable audit record
-
-    @property
-    def service(self) -> float:
-        """The part of the answer that was the service's own (the HSM call, threads, the
-        event loop): everything but the audit commit."""
-        return self.seconds - self.audit_wait
-
-    def __str__(self) -> str:
-        return (f"{self.seconds * 1000:.1f} ms ({self.status} at {self.at[11:23]}, audit "
-                f"commit {self.audit_wait * 1000:.1f} ms)")
-
-
-def xks_answers(srv: KmsServer) -> list[Answer]:
-    answers = []
-    for line in (srv.home / "serve.log").read_text(errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        entry = json.loads(line)
-        if entry.get("event") == "http_request" and "/kms/xks/v1/" in entry.get("route", ""):
-            answers.append(Answer(entry["duration_ms"] / 1000, entry["status"],
-                                  entry["timestamp"], entry["audit_wait_ms"] / 1000))
-    return answers
 
 
 def _epoch(timestamp: str) -> float:
