@@ -108,16 +108,16 @@ def run_sustained(served: Served, tmp_path: Path, *, seconds: float, rate: float
     assert unexpected == [], kinds(unexpected)
     assert any(a.error == "InvalidStateException" for a in answers)  # revocation did bite
     assert len(answers) >= 0.9 * rate * (elapsed - 1)
-    assert percentile(lat, 0.99) < P99_LIMIT_MS
+    assert_tail_is_the_disks(srv, percentile(lat, 0.99))
     assert growth < 0.10
     assert lost == set()
 
 
 @pytest.mark.slow
-def test_sustained_load_30s(served: Served, tmp_path: Path) -> None:
+def test_sustained_load_30s(served_logged: Served, tmp_path: Path) -> None:
     """Every answer checked by request id against the verified audit export. The issue's
     60-second CI run is the wrk test below, at ten times this rate."""
-    run_sustained(served, tmp_path, seconds=30, rate=RATE, cycle_s=8)
+    run_sustained(served_logged, tmp_path, seconds=30, rate=RATE, cycle_s=8)
 
 
 @pytest.mark.slow
@@ -151,11 +151,11 @@ P99_TARGET_MS = 25.0
 def assert_tail_is_the_disks(srv: KmsServer, p99_ms: float) -> None:
     """The p99 of the server's answers with their wait for the audit commit taken out is
     under P99_LIMIT_MS: the HSM call, threads and the event loop never hold the tail.
-    wrk's p99 (``p99_ms``) may be over the limit only where the server's own log shows
-    the time went into the audit commit, which every answer waits for (the disk: its syncs
-    stall for up to a second or so at times on this VM, tests/reliability/disk_probe.py):
-    the server's answers' p99 with that wait in is then over the limit too (the tail is
-    in the server's answers, not lost between wrk and the server). One CI run (2026-11-28)
+    The client's p99 (``p99_ms``) may be over the limit only where the server's own log
+    shows the time went into the audit commit, which every answer waits for (the disk: its
+    syncs stall for up to a second or so at times on this VM, disk_probe.py): the server's
+    answers' p99 with that wait in is then over the limit too (the tail is in the server's
+    answers, not lost between the client and the server). One CI run (2026-11-28)
     had a p99 of 736 ms, p99.9 1,306 ms, with p50 2.3 ms."""
     answers = xks_answers(srv)
     assert answers, "KMS_ACCESS_LOG=all logged no XKS answer"
@@ -167,7 +167,7 @@ def assert_tail_is_the_disks(srv: KmsServer, p99_ms: float) -> None:
           + ", ".join(map(str, sorted(answers, reverse=True)[:3])))
     assert service < P99_LIMIT_MS, f"the service's own p99 {service:.1f} ms"
     assert p99_ms < P99_LIMIT_MS or total >= P99_LIMIT_MS, (
-        f"wrk's p99 {p99_ms:.1f} ms, but the server's answers' only {total:.1f} ms")
+        f"the client's p99 {p99_ms:.1f} ms, but the server's answers' only {total:.1f} ms")
 
 
 def calibrate_pause(served: Served, rate: float) -> float:
