@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -65,6 +66,24 @@ def xks_answers(srv: KmsServer) -> list[LoggedAnswer]:
             answers.append(LoggedAnswer(entry["duration_ms"] / 1000, entry["status"],
                                   entry["timestamp"], entry["audit_wait_ms"] / 1000))
     return answers
+
+
+def within(srv: KmsServer, histogram: str, le: str, labels: str = "") -> tuple[int, int]:
+    """(observations within ``le`` seconds, all of them) of a histogram in /metrics, summed
+    over its label sets (those whose labels contain ``labels``)."""
+    text = httpx.get(srv.url + "/metrics", timeout=10).text
+    inside = total = 0
+    for found in re.finditer(rf"^{histogram}_(bucket|count)(?:\{{(.*)\}})? (\S+)$", text,
+                             re.MULTILINE):
+        kind, found_labels, value = found.group(1), found.group(2) or "", found.group(3)
+        if labels not in found_labels:
+            continue
+        if kind == "count":
+            total += int(float(value))
+        elif f'le="{le}"' in found_labels.split(","):
+            inside += int(float(value))
+    assert total > 0, f"nothing observed in {histogram}{{{labels}}}"
+    return inside, total
 
 
 def b64(data: bytes) -> str:

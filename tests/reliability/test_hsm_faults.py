@@ -45,6 +45,7 @@ from tests.reliability.harness import (
     percentile,
     token_dir,
     wait_until,
+    within,
     xks_answers,
 )
 from tests.server import KmsServer
@@ -55,24 +56,6 @@ FAULT_S = 3.0
 
 def fleet_status(client: XksClient) -> str:
     return str(client.health()["ekmFleetDetails"][0]["healthStatus"])
-
-
-def within(srv: KmsServer, histogram: str, le: str, labels: str = "") -> tuple[int, int]:
-    """(observations within ``le`` seconds, all of them) of a histogram in /metrics, summed
-    over its label sets (those whose labels contain ``labels``)."""
-    text = httpx.get(srv.url + "/metrics", timeout=10).text
-    inside = total = 0
-    for found in re.finditer(rf"^{histogram}_(bucket|count)(?:\{{(.*)\}})? (\S+)$", text,
-                             re.MULTILINE):
-        kind, found_labels, value = found.group(1), found.group(2) or "", found.group(3)
-        if labels not in found_labels:
-            continue
-        if kind == "count":
-            total += int(float(value))
-        elif f'le="{le}"' in found_labels.split(","):
-            inside += int(float(value))
-    assert total > 0, f"nothing observed in {histogram}{{{labels}}}"
-    return inside, total
 
 
 def _epoch(timestamp: str) -> float:

@@ -39,6 +39,7 @@ from tests.reliability.harness import (
     rss_kb,
     seeds,
     wait_until,
+    within,
     xks_answers,
 )
 from tests.server import KmsServer
@@ -241,6 +242,8 @@ def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: flo
     revoked = answers.get("400 InvalidStateException", 0)
     unexpected = {k: n for k, n in answers.items()
                   if k not in ("200", "400 InvalidStateException")}
+    commits = {le: within(srv, "kms_audit_append_duration_seconds", le)
+               for le in ("0.025", "0.1", "0.5")}
     audit = export_and_verify(srv, tmp_path / "export")
     ok_records = sum(1 for r in audit.records
                      if r["outcome"] == "ok" and r["op"] in ("xks.encrypt", "xks.decrypt"))
@@ -254,7 +257,10 @@ def run_wrk_sustained(served: Served, tmp_path: Path, *, seconds: int, rate: flo
           f"p99.9={wrk.merged_percentile_ms(results, 0.999):.1f} max="
           f"{max(r.max_ms for r in results):.1f}; RSS {rss['t10']} -> {rss['end']} KiB "
           f"({growth:+.1%}); records verified={audit.report['record_count']}, xks ok records="
-          f"{ok_records} >= acknowledged {answers.get('200', 0)}")
+          f"{ok_records} >= acknowledged {answers.get('200', 0)}; audit commits (batches) "
+          f"{commits['0.025'][1]}, over 25 ms {commits['0.025'][1] - commits['0.025'][0]}, "
+          f"over 100 ms {commits['0.1'][1] - commits['0.1'][0]}, over 500 ms "
+          f"{commits['0.5'][1] - commits['0.5'][0]}")
     assert len(windows) >= int(seconds // cycle_s) - 1
     assert unexpected == {} and socket_errors == 0
     assert revoked > 0  # revocation did bite ...
