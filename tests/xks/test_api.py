@@ -491,6 +491,23 @@ def test_key_not_found(xks: Xks) -> None:
                      "KeyNotFoundException")
 
 
+def test_a_logged_answer_says_how_long_it_waited_for_its_audit_record(xks: Xks) -> None:
+    """An audited refusal's log line carries ``audit_wait_ms``, a part of its
+    ``duration_ms``; one without an audit record (an unknown path) has none."""
+    expect_error(xks.post(keys_path("non_existing_key", "metadata"),
+                          {"requestMetadata": metadata("DescribeKey")}),
+                 404, "KeyNotFoundException")
+    expect_error(xks.post(f"{BASE}/keys/foo/sign", {"requestMetadata": metadata("Sign")}),
+                 404, "InvalidUriPathException")
+    lines = [json.loads(line) for line in
+             (xks.server.home / "serve.log").read_text(errors="replace").splitlines()
+             if line.startswith("{") and '"http_request"' in line]
+    audited, unaudited = [e for e in lines if "/kms/xks/v1/" in e["route"]][-2:]
+    assert audited["status"] == unaudited["status"] == 404, lines[-2:]
+    assert 0 < audited["audit_wait_ms"] <= audited["duration_ms"], audited
+    assert "audit_wait_ms" not in unaudited, unaudited
+
+
 def test_revoked_key_is_disabled_and_refused(xks: Xks) -> None:
     enc = encrypt_ok(xks, key="revoked_key", aad=AAD)
     xks.server.cli("keys", "revoke", "revoked_key", "--reason", "acceptance test")
