@@ -26,9 +26,10 @@ done = function(summary, latency, requests)
   for k, v in pairs(totals) do answers[#answers + 1] = string.format('"%s":%d', k, v) end
   io.write(string.format(
     '\nWRKJSON {"requests":%d,"duration_us":%d,"status_errors":%d,"socket_errors":%d,' ..
-    '"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"answers":{%s}}\n',
+    '"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"mean_us":%d,"answers":{%s}}\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    latency.mean,
     table.concat(answers, ",")))
   if want_quantiles then
     -- wrk's stats do not expose their counts to scripts (Debian's wrk 4.1), so the run's
@@ -84,6 +85,7 @@ class LoadResult:
     errors: int
     p999_ms: float = 0.0
     max_ms: float = 0.0
+    mean_ms: float = 0.0
     answers: dict[str, int] | None = None  # "200", "400 InvalidStateException", ...
     # (percent, latency ms) at each point of QUANTILE_GRID, when asked for: runs can then
     # be merged into one distribution (merged_percentile_ms).
@@ -160,6 +162,7 @@ def run(url: str, requests: Sequence[Prepared], *, seconds: int, connections: in
                       p99_ms=data["p99_us"] / 1000, requests=data["requests"],
                       errors=data["status_errors"] + data["socket_errors"],
                       p999_ms=data["p999_us"] / 1000, max_ms=data["max_us"] / 1000,
+                      mean_ms=data["mean_us"] / 1000,
                       answers=data["answers"] if classify else None, quantiles=quant)
 
 
