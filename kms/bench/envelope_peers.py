@@ -1,10 +1,19 @@
 """Envelope encryption in-process: ours (local HSM keyring, with and without the data-key
 cache) against Google Tink's KmsEnvelopeAead (in-memory AES-GCM key-encryption key) and
-the AWS Encryption SDK (committing suite without signature, raw AES wrapping key)."""
+the AWS Encryption SDK (committing suite without signature, raw AES wrapping key).
+
+Every case (who, mode, size, operation) is timed in short windows, the cases taking turns
+within each round, so that every library sees the same minutes of this noisy machine. A
+case's rate is the median of its rounds; a ratio is the median of the rounds' ratios (the
+two cases timed within the same round). Timed one after the other instead, in windows of
+0.5 s, the same code gave ``envelope_vs_esdk`` 3.52 and then 1.37 two minutes apart: the
+Encryption SDK ran at 4,053/s, then 9,025/s (docs/benchmarks.md, twelfth pass).
+"""
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from functools import partial
@@ -14,9 +23,13 @@ from kms.envelope import DataKeyCache, EnvelopeEncryptor
 
 CONTEXT = {"tenant": "bench", "purpose": "prompt-log"}
 SIZES = {"1KiB": 1024, "64KiB": 64 * 1024}
+ROUNDS = 7
+
+Op = Callable[[], object]
+Cases = dict[tuple[str, str, str], Op]  # (who, case, "encrypt_ops" | "decrypt_ops") -> op
 
 
-def rate(fn: Callable[[], object], seconds: float) -> float:
+def rate(fn: Op, seconds: float) -> float:
     fn()  # warm
     n = 0
     start = time.perf_counter()
@@ -30,25 +43,24 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
             return n / (now - start)
 
 
-def pair(encrypt: Callable[[], object], decrypt: Callable[[], object],
-         seconds: float) -> dict[str, float]:
-    return {"encrypt_ops": round(rate(encrypt, seconds), 1),
-            "decrypt_ops": round(rate(decrypt, seconds), 1)}
+def _add(cases: Cases, who: str, case: str, encrypt: Op, decrypt: Op) -> None:
+    cases[(who, case, "encrypt_ops")] = encrypt
+    cases[(who, case, "decrypt_ops")] = decrypt
 
 
-def ours(keyring: Any, key_id: str, seconds: float) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
+def ours(keyring: Any, key_id: str) -> Cases:
+    cases: Cases = {}
     for mode, cache in (("cached", DataKeyCache()), ("uncached", None)):
         enc = EnvelopeEncryptor(keyring, key_id, cache=cache)
         for size_name, size in SIZES.items():
             pt = os.urandom(size)
             blob = enc.encrypt(pt, CONTEXT)
-            out[f"{mode}_{size_name}"] = pair(partial(enc.encrypt, pt, CONTEXT),
-                                              partial(enc.decrypt, blob, CONTEXT), seconds)
-    return out
+            _add(cases, "ours", f"{mode}_{size_name}", partial(enc.encrypt, pt, CONTEXT),
+                 partial(enc.decrypt, blob, CONTEXT))
+    return cases
 
 
-def tink_peer(seconds: float) -> dict[str, dict[str, float]]:
+def tink_peer() -> Cases:
     import tink
     from tink import aead
 
@@ -56,16 +68,16 @@ def tink_peer(seconds: float) -> dict[str, dict[str, float]]:
     kek = tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM).primitive(aead.Aead)
     env = aead.KmsEnvelopeAead(aead.aead_key_templates.AES256_GCM, kek)
     ad = b"tenant=bench;purpose=prompt-log"
-    out = {}
+    cases: Cases = {}
     for size_name, size in SIZES.items():
         pt = os.urandom(size)
         ct = env.encrypt(pt, ad)
-        out[size_name] = pair(partial(env.encrypt, pt, ad), partial(env.decrypt, ct, ad),
-                              seconds)
-    return out
+        _add(cases, "tink", size_name, partial(env.encrypt, pt, ad),
+             partial(env.decrypt, ct, ad))
+    return cases
 
 
-def esdk_peer(seconds: float) -> dict[str, dict[str, float]]:
+def esdk_peer() -> Cases:
     import aws_encryption_sdk
     from aws_encryption_sdk.identifiers import (
         Algorithm,
@@ -91,7 +103,7 @@ def esdk_peer(seconds: float) -> dict[str, dict[str, float]]:
     client = aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
     suite = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
-    out = {}
+    cases: Cases = {}
     for size_name, size in SIZES.items():
         pt = os.urandom(size)
         ct, _ = client.encrypt(source=pt, key_provider=provider, algorithm=suite,
@@ -104,6 +116,53 @@ def esdk_peer(seconds: float) -> dict[str, dict[str, float]]:
         def dec(ct: bytes = ct) -> object:
             return client.decrypt(source=ct, key_provider=provider)
 
-        out[size_name] = {"encrypt_ops": round(rate(enc, seconds), 1),
-                          "decrypt_ops": round(rate(dec, seconds), 1)}
-    return out
+        _add(cases, "esdk", size_name, enc, dec)
+    return cases
+
+
+class Interleaved:
+    """The rates of every case, round by round (each case timed once per round)."""
+
+    def __init__(self, rounds: dict[tuple[str, str, str], list[float]]) -> None:
+        self.rounds = rounds
+
+    @classmethod
+    def run(cls, cases: Cases, seconds: float, rounds: int = ROUNDS) -> Interleaved:
+        """Time every case for ``seconds`` in all, in ``rounds`` windows, the cases taking
+        turns within each round."""
+        out: dict[tuple[str, str, str], list[float]] = {k: [] for k in cases}
+        window = seconds / rounds
+        for _ in range(rounds):
+            for name, op in cases.items():
+                out[name].append(rate(op, window))
+        return cls(out)
+
+    def table(self) -> dict[str, dict[str, dict[str, float]]]:
+        """{who: {case: {"encrypt_ops", "decrypt_ops"}}}, each the median of its rounds."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for (who, case, op), rates in self.rounds.items():
+            out.setdefault(who, {}).setdefault(case, {})[op] = round(
+                statistics.median(rates), 1)
+        return out
+
+    def ratio(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> float:
+        """The median over rounds of a's rate / b's rate in the same round."""
+        return round(statistics.median(x / y for x, y in zip(self.rounds[a], self.rounds[b],
+                                                              strict=True)), 3)
+
+
+def measure(keyring: Any, key_id: str, seconds: float) -> dict[str, Any]:
+    """The ``envelope`` part of ``kms bench``: ``seconds`` per case, spread over the
+    rounds."""
+    cases = {**ours(keyring, key_id), **tink_peer(), **esdk_peer()}
+    runs = Interleaved.run(cases, seconds)
+    enc = "encrypt_ops"
+    return {
+        "envelope": {**runs.table(), "rounds": ROUNDS},
+        "envelope_vs_tink_cached": runs.ratio(("ours", "cached_1KiB", enc),
+                                              ("tink", "1KiB", enc)),
+        "envelope_vs_tink_uncached": runs.ratio(("ours", "uncached_1KiB", enc),
+                                                ("tink", "1KiB", enc)),
+        "envelope_vs_esdk": runs.ratio(("ours", "uncached_1KiB", enc),
+                                       ("esdk", "1KiB", enc)),
+    }
