@@ -32,6 +32,7 @@ from kms.audit import merkle
 from kms.audit.errors import NonCanonicalRecordError, RecordFormatError
 
 __all__ = [
+    "ACTOR_KINDS",
     "GENESIS_PREV",
     "MAX_RECORD_BYTES",
     "OPERATIONS",
@@ -49,6 +50,7 @@ __all__ = [
     "encode",
     "encode_fields",
     "format_time",
+    "is_real_day",
     "record_hash",
     "record_leaf_hash",
 ]
@@ -112,6 +114,7 @@ class ActorKind(StrEnum):
 
 _OUTCOMES: Final = frozenset(o.value for o in Outcome)
 _ACTOR_KINDS: Final = frozenset(k.value for k in ActorKind)
+ACTOR_KINDS: Final = _ACTOR_KINDS
 
 #: Top-level keys of a schema-1 record, in canonical (sorted) order.
 RECORD_FIELDS: Final = (
@@ -189,11 +192,12 @@ def _is_real_date(value: str) -> bool:
     ``datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")`` succeeding (test_record.py
     checks it), without calling strptime (slow) for every record: the day is checked
     once (cached) and the time of day by pattern (hours 00-23, minutes and seconds 00-59)."""
-    return _is_real_day(value[:10]) and _CLOCK_RE.match(value, 11) is not None
+    return is_real_day(value[:10]) and _CLOCK_RE.match(value, 11) is not None
 
 
 @functools.lru_cache(maxsize=1024)
-def _is_real_day(day: str) -> bool:
+def is_real_day(day: str) -> bool:
+    """Whether ``day`` (YYYY-MM-DD) is a real date (cached: records share their days)."""
     try:
         datetime.strptime(day, "%Y-%m-%d")
     except ValueError:

@@ -29,7 +29,7 @@ import gc
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -71,6 +71,7 @@ from kms.audit.export_format import (
 )
 from kms.audit.merkle import extend_right_edge
 from kms.audit.record import (
+    ACTOR_KINDS,
     GENESIS_PREV,
     MAX_RECORD_BYTES,
     OPERATIONS,
@@ -78,6 +79,7 @@ from kms.audit.record import (
     SCHEMA_VERSION,
     AuditRecord,
     decode,
+    is_real_day,
 )
 
 __all__ = [
@@ -292,49 +294,73 @@ _OUTCOMES: Final = frozenset({"ok", "error", "denied"})
 # escapes JCS produces (\" \\ \b \t \n \f \r, \u00xx lowercase for the other
 # controls, nothing else escaped, no raw controls or DEL); integers have no sign, zero
 # padding or exponent and at most 15 digits (< 2**53); `op` and `outcome` are spelled out.
-# Anything else, including valid canonical records this pattern does not cover, takes the
-# JSON path. Strings are written "unrolled" (plain characters, then any number of
-# escape + plain characters, possessive): the regex engine then runs through plain text
-# in one tight loop instead of trying an alternation at every character.
-# tests/audit/test_verify_fastpath.py checks it against rfc8785.
+# Why a match is a schema-1 record (AuditRecord.from_json would accept it): the line is at
+# most _FAST_MAX_LINE bytes, so no string in it has more than 2,048 characters; the strings
+# that must not be empty (actor.id, key_id, store, the request's fields) have at least one
+# character; actor.kind is one of the four kinds; key_version is at least 1; an error is an
+# errorName, and only on an error or denied outcome (a lookahead to the outcome); the time
+# of day is a real one (the day is checked by _real_days, which a pattern cannot do); the
+# rest are fixed shapes. The one rule left to the chain check is record 0's prev (64
+# zeros), which the verifier reports as a broken chain. Anything else, including valid
+# canonical records this pattern does not cover, takes the JSON path.
+# Strings are written "unrolled" (plain characters, then any number of escape + plain
+# characters, possessive): the regex engine then runs through plain text in one tight
+# loop instead of trying an alternation at every character.
+# tests/audit/test_verify_fastpath.py checks it against rfc8785 and AuditRecord.from_json;
+# tests/audit/test_verify_schema.py has a signed export for each rule.
+_FAST_MAX_LINE: Final = 2048
 _JC = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
 _JS = (rb'"' + _JC + rb"*+(?:\\(?:[\"\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))" + _JC
        + rb'*+)*+"')
-_JS_OR_NULL = rb"(?:null|" + _JS + rb")"
+_JS1 = rb'"(?!")' + _JS[1:]  # a string of at least one character
+_JS1_OR_NULL = rb"(?:null|" + _JS1 + rb")"
 _JINT = rb"(?:0|[1-9][0-9]{0,14})"
 _JINT_OR_NULL = rb"(?:null|" + _JINT + rb")"
+_JPOS_OR_NULL = rb"(?:null|[1-9][0-9]{0,14})"
+_ERROR_NAME = rb'"[A-Za-z][A-Za-z0-9]{0,63}"'
 _OPS_RE = b"|".join(re.escape(op.encode()) for op in sorted(OPERATIONS, key=len, reverse=True))
+_KINDS_RE = b"|".join(k.encode() for k in sorted(ACTOR_KINDS))
 _LINE_PATTERN: Final = (
-    rb'\{"actor":\{"id":' + _JS + rb',"kind":' + _JS + rb"\},"
+    rb"(?=[^\n]{0," + str(_FAST_MAX_LINE).encode() + rb"}(?:\n|\Z))"
+    rb'\{"actor":\{"id":' + _JS1 + rb',"kind":"(?:' + _KINDS_RE + rb')"\},'
     rb'"context_hash":(?:null|"[0-9a-f]{64}"),'
     rb'"detail":\{\},'
-    rb'"error":' + _JS_OR_NULL + rb","
-    rb'"key_id":' + _JS_OR_NULL + rb","
-    rb'"key_version":' + _JINT_OR_NULL + rb","
+    rb'"error":(?:null|' + _ERROR_NAME + rb'(?=[^\n]*?"outcome":"(?:error|denied)")),'
+    rb'"key_id":' + _JS1_OR_NULL + rb","
+    rb'"key_version":' + _JPOS_OR_NULL + rb","
     rb'"latency_us":' + _JINT_OR_NULL + rb","
     rb'"op":"(' + _OPS_RE + rb')",'
     rb'"outcome":"(ok|error|denied)",'
     rb'"prev":"([0-9a-f]{64})",'
-    rb'"request":(?:null|\{"awsPrincipalArn":' + _JS_OR_NULL
-    + rb',"awsSourceVpce":' + _JS_OR_NULL
-    + rb',"kmsKeyArn":' + _JS_OR_NULL
-    + rb',"kmsOperation":' + _JS_OR_NULL
-    + rb',"kmsRequestId":' + _JS_OR_NULL
-    + rb',"kmsViaService":' + _JS_OR_NULL + rb"\}),"
+    rb'"request":(?:null|\{"awsPrincipalArn":' + _JS1_OR_NULL
+    + rb',"awsSourceVpce":' + _JS1_OR_NULL
+    + rb',"kmsKeyArn":' + _JS1_OR_NULL
+    + rb',"kmsOperation":' + _JS1_OR_NULL
+    + rb',"kmsRequestId":' + _JS1_OR_NULL
+    + rb',"kmsViaService":' + _JS1_OR_NULL + rb"\}),"
     rb'"seq":(' + _JINT + rb"),"
-    rb'"store":' + _JS_OR_NULL + rb","
-    rb'"time":"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)",'
+    rb'"store":' + _JS1_OR_NULL + rb","
+    rb'"time":"(\d{4}-\d\d-\d\d)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z",'
     rb'"v":1\}'
 )
-#: One record line; groups: 1 op, 2 outcome, 3 prev, 4 seq.
+#: One record line; groups: 1 op, 2 outcome, 3 prev, 4 seq, 5 day (check with _real_days).
 _CANONICAL_LINE: Final = re.compile(_LINE_PATTERN)
 #: Any number of such lines, each followed by a newline (one regex call per read block).
 _CANONICAL_BLOCK: Final = re.compile(
-    rb"(?:" + _LINE_PATTERN.replace(b"(", b"(?:").replace(b"(?:?:", b"(?:") + rb"\n)*+")
-# In a block that _CANONICAL_BLOCK matches, each line holds exactly one `"prev":"` and one
-# `"seq":` (a raw quote cannot occur inside a string, and no other object of the pattern
-# has these keys), so these find the prev and seq of every line, in order.
+    rb"(?:" + re.sub(rb"(?<!\\)\((?!\?)", b"(?:", _LINE_PATTERN) + rb"\n)*+")
+# In a block that _CANONICAL_BLOCK matches, each line holds exactly one `"prev":"`, one
+# `"seq":` and one `"time":"` (a raw quote cannot occur inside a string, and no other
+# object of the pattern has these keys), so these find the prev, seq and day of every line,
+# in order.
 _PREV_KEY: Final = '"prev":"'
+_DAY_IN_BLOCK: Final = re.compile(r'"time":"([0-9-]{10})T')
+
+
+def _real_days(days: Iterable[str]) -> bool:
+    """Whether every day (YYYY-MM-DD, as the pattern matched it) is a real date."""
+    return all(is_real_day(day) for day in set(days))
+
+
 _SEQ_IN_BLOCK: Final = re.compile(r'"seq":([0-9]+),')
 
 
@@ -386,6 +412,15 @@ def _schema_problem(obj: Any) -> str | None:
     if type(actor) is not dict or actor.keys() != {"id", "kind"}:
         return "bad actor"
     return None
+
+
+def _schema_valid_but_genesis(obj: dict[str, Any]) -> bool:
+    """Whether a record object with the schema's keys passes every schema rule, leaving
+    record 0's prev to the chain check (which reports it as a broken chain, as it does for
+    the lines of the regex path)."""
+    if obj["seq"] == 0:
+        obj = {**obj, "prev": GENESIS_PREV}
+    return _full_schema_problem(obj) is None
 
 
 def _full_schema_problem(obj: Any) -> str | None:
@@ -814,7 +849,10 @@ def _canonical_runs(buf: bytes, end: int) -> list[_Run]:
             # checked: splitting there is cheaper than a capturing findall.
             prevs = [part[:64] for part in text.split(_PREV_KEY)[1:]]
             seqs = _SEQ_IN_BLOCK.findall(text)
-            if len(prevs) == count == len(seqs):  # always so; else the general path decides
+            # A run with a day that does not exist (30 February) is left to the general
+            # path, which names the line; the counts always agree, else the same.
+            if (len(prevs) == count == len(seqs)
+                    and _real_days(_DAY_IN_BLOCK.findall(text))):
                 runs.append(_Run(line, line + count, prevs, seqs))
             line += count
             pos = stop
@@ -978,7 +1016,8 @@ def _stream_records(
                 # canonical re-encoding). Everything else takes the slow path, which names
                 # the problem precisely.
                 m = canonical_line(line) if newline_ok else None
-                if m is not None and m.group(1) in op_bytes and m.group(2) in outcome_bytes:
+                if (m is not None and m.group(1) in op_bytes and m.group(2) in outcome_bytes
+                        and is_real_day(m.group(5).decode("ascii"))):
                     seq = int(m.group(4))
                     rec_prev = m.group(3).decode("ascii")
                 else:
@@ -1000,6 +1039,7 @@ def _stream_records(
                                 and type(obj["prev"]) is str
                                 and time_match(obj["time"]) is not None
                                 and fast(obj).encode() == line
+                                and _schema_valid_but_genesis(obj)
                             )
                         else:
                             ok = False

@@ -1,4 +1,6 @@
-"""The verifier's regex fast path accepts only RFC 8785 canonical schema-1 records."""
+"""The verifier's regex fast path accepts only RFC 8785 canonical schema-1 records: lines
+that are canonical and that ``AuditRecord.from_json`` accepts (record 0's prev aside, which
+the chain check reports)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from kms.audit.record import (
     RequestMetadata,
     build_record,
     encode,
+    is_real_day,
     record_hash,
 )
-from kms.audit.verify import _CANONICAL_LINE, verify_export
+from kms.audit.verify import _CANONICAL_LINE, _schema_valid_but_genesis, verify_export
 from tests.audit.synthetic import T0, Signer, build_export, make_records, notes_for
 
 _text = st.text(min_size=1, max_size=12).filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF
@@ -56,13 +59,24 @@ def _is_canonical(line: bytes) -> bool:
         return False
 
 
+def _fast_accepts(line: bytes) -> bool:
+    """What the verifier's per-line fast path accepts: the pattern and a real day."""
+    m = _CANONICAL_LINE.fullmatch(line)
+    return m is not None and is_real_day(m.group(5).decode())
+
+
+def _is_record(line: bytes) -> bool:
+    """Canonical and schema-valid (record 0's prev aside)."""
+    return _is_canonical(line) and _schema_valid_but_genesis(json.loads(line))
+
+
 @settings(max_examples=150, deadline=None)
 @given(rec=records())
 def test_matches_are_canonical_and_common_records_match(rec: AuditRecord) -> None:
     line = encode(rec)
     m = _CANONICAL_LINE.fullmatch(line)
     if m is not None:
-        assert _is_canonical(line)
+        assert _is_record(line)
         assert int(m.group(4)) == rec.seq and m.group(1).decode() == rec.op
     # Ordinary: what the pattern is documented to cover (kms/audit/verify.py): ASCII, no
     # \u escapes, no raw DEL (canonical JSON keeps 0x7f raw; the pattern leaves such lines
@@ -101,8 +115,8 @@ def test_a_raw_del_is_canonical_and_left_to_the_json_path(tmp_path: Path) -> Non
 def test_mutated_lines_match_only_if_canonical(rec: AuditRecord, pos: int, byte: int) -> None:
     line = bytearray(encode(rec))
     line[pos % len(line)] = byte
-    if _CANONICAL_LINE.fullmatch(bytes(line)) is not None:
-        assert _is_canonical(bytes(line))
+    if _fast_accepts(bytes(line)):
+        assert _is_record(bytes(line))
 
 
 @settings(max_examples=100, deadline=None)
@@ -113,5 +127,5 @@ def test_insertions_match_only_if_canonical(rec: AuditRecord, pos: int, insert: 
     line = encode(rec)
     i = pos % len(line)
     mutated = line[:i] + insert + line[i:]
-    if _CANONICAL_LINE.fullmatch(mutated) is not None:
-        assert _is_canonical(mutated)
+    if _fast_accepts(mutated):
+        assert _is_record(mutated)
