@@ -22,7 +22,8 @@ breaks a property:
   full one refuses; this target found that it did: tests/audit/test_verify_schema.py).
 
 Run by tests/reliability/test_atheris.py (``ATHERIS_CORPUS_DIR``: where the seeds and
-what libFuzzer adds to them go; a fresh temporary directory if unset).
+what libFuzzer adds to them go; a fresh temporary directory if unset;
+``ATHERIS_RSS_LIMIT_MB``: the memory cap, default 1,024, checked every 2,000 inputs).
 ``ATHERIS_SABOTAGE=1`` makes the ``blob`` target let its documented refusal through, so
 that test can show a crash is reported.
 """
@@ -212,6 +213,30 @@ TARGETS: dict[str, Callable[[], Target]] = {
 }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not libFuzzer's ``-rss_limit_mb``: that
+    reads ``ru_maxrss``, which Linux carries over ``execve`` from the parent, so under a
+    test runner that has grown to 1.7 GB every target "used" 1.7 GB from its first input."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _capped(one: Callable[[bytes], None], limit_mb: float) -> Callable[[bytes], None]:
+    """``one``, failing (a crash for libFuzzer) once the peak RSS passes ``limit_mb``."""
+    calls = [0]
+
+    def guarded(data: bytes) -> None:
+        one(data)
+        calls[0] += 1
+        if calls[0] % 2000 == 0 and (peak := _peak_rss_mb()) > limit_mb:
+            raise MemoryError(f"peak RSS {peak:.0f} MB is over the cap of {limit_mb:.0f} MB")
+
+    return guarded
+
+
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] not in TARGETS:
         print(f"usage: {argv[0]} {{{','.join(TARGETS)}}} [libFuzzer flags]", file=sys.stderr)
@@ -223,7 +248,9 @@ def main(argv: list[str]) -> None:
     corpus.mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(seeds):
         (corpus / f"seed-{i}").write_bytes(seed)
-    atheris.Setup([argv[0], *argv[2:], str(corpus)], one)
+    limit_mb = float(os.environ.get("ATHERIS_RSS_LIMIT_MB", "1024"))
+    atheris.Setup([argv[0], "-rss_limit_mb=0", *argv[2:], str(corpus)],
+                  _capped(one, limit_mb))
     atheris.Fuzz()
 
 
