@@ -1,12 +1,16 @@
-"""Crash consistency of the audit log: kill -9 of ``kms serve`` under concurrent load.
+"""Crash consistency: kill -9 of ``kms serve`` (SQLite) under concurrent load, ten rounds
+(issue 9 item 3; the two-replica PostgreSQL case is tests/reliability/test_replica_crash.py).
 
-Every request that got a success answer must have its record after the restart, and the
-exported log must verify.
+Every request that got a success answer must have its record after the restart, the
+exported log must verify, no key state is lost (an operator's revoke/enable made before a
+kill holds after it, and round one's ciphertexts still decrypt), and each restart serves a
+signed encrypt again quickly.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 import uuid
@@ -19,14 +23,20 @@ from kms.client import XksClient
 from kms.errors import KmsError
 from tests.server import KmsServer
 
-ROUNDS = 5
+ROUNDS = 10
 THREADS = 8
+# The issue's target is 2 s; the bounds enforced are test_replica_crash.py's, for a shared
+# 2-core CI machine (the figures are printed beside them).
+RESTART_TARGET_S = 2.0
+RESTART_MEDIAN_LIMIT_S = 4.0
+RESTART_MAX_LIMIT_S = 8.0
 
 
 @pytest.fixture()
 def server() -> Iterator[KmsServer]:
     srv = KmsServer()
     srv.cli("keys", "create", "k")
+    srv.cli("keys", "create", "flip")
     srv.start()
     yield srv
     srv.stop()
@@ -68,18 +78,46 @@ def load_until_killed(srv: KmsServer, akid: str, secret: str) -> tuple[set[str],
     return acked, failures[0]
 
 
+def serve_and_time(srv: KmsServer, client: XksClient) -> float:
+    """Restart, then time until a signed XKS encrypt succeeds."""
+    start = time.monotonic()
+    srv.start()
+    deadline = start + 30
+    while True:
+        try:
+            client.encrypt("k", b"ping", b"aad")
+            return time.monotonic() - start
+        except KmsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def test_kill_9_under_load_loses_no_acknowledged_record(server: KmsServer,
                                                        tmp_path: Path) -> None:
     akid, secret = server.add_credential()
+    probe = XksClient(server.xks_endpoint, akid, secret, timeout=2.0)
+    seeds = [probe.encrypt("k", b"payload", b"aad") for _ in range(4)]
     all_acked: set[str] = set()
     restarts = []
-    for _ in range(ROUNDS):
+    state = "ENABLED"
+    state_before_kill = None
+    for rnd in range(ROUNDS):
+        if rnd % 2:  # an operator's change, made while the server runs, before the kill
+            state = "REVOKED" if state == "ENABLED" else "ENABLED"
+            if state == "REVOKED":
+                server.cli("keys", "revoke", "--reason", f"round {rnd}", "flip")
+            else:
+                server.cli("keys", "enable", "flip")
+            state_before_kill = server.cli_json("keys", "show", "flip")["state"]
         acked, _failed = load_until_killed(server, akid, secret)
         assert acked, "no request succeeded before the kill"
         all_acked |= acked
-        start = time.monotonic()
-        server.start()
-        restarts.append(time.monotonic() - start)
+        restarts.append(serve_and_time(server, probe))
+    flip_state = server.cli_json("keys", "show", "flip")["state"]
+    for ct in seeds:
+        assert probe.decrypt("k", ct, b"aad") == b"payload"
+    probe.close()
     export = tmp_path / "export"
     server.cli("audit", "export", str(export))
     result = server.cli("audit", "verify", str(export), "--json", check=False)
@@ -94,5 +132,11 @@ def test_kill_9_under_load_loses_no_acknowledged_record(server: KmsServer,
     missing = all_acked - logged
     print(f"crash rounds={ROUNDS}: acknowledged={len(all_acked)} logged ok={len(logged)} "
           f"missing={len(missing)} records={report['record_count']} "
-          f"restart s={', '.join(f'{r:.2f}' for r in restarts)}")
+          f"restart s (target {RESTART_TARGET_S}): median "
+          f"{statistics.median(restarts):.2f}, all {', '.join(f'{r:.2f}' for r in restarts)}; "
+          f"flip state={flip_state}")
     assert missing == set()
+    assert state == "REVOKED"  # rounds 1,3,..,9 end on a revoke ...
+    assert flip_state == state_before_kill != "ENABLED"  # ... and it held over the kills
+    assert statistics.median(restarts) < RESTART_MEDIAN_LIMIT_S
+    assert max(restarts) < RESTART_MAX_LIMIT_S
