@@ -94,3 +94,31 @@ class KmsServer:
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
+
+
+# Issue 9 item 3: a restart serves again within RESTART_TARGET_S. The kill -9 tests print
+# their figures against it and enforce looser bounds, for a shared 2-core CI machine: the
+# target is met on a quiet machine (median 1.7-2.2 s), not under contention (median 3.2 s
+# measured while other suites ran). The max is a hang guard.
+RESTART_TARGET_S = 2.0
+RESTART_MEDIAN_LIMIT_S = 4.0
+RESTART_MAX_LIMIT_S = 8.0
+
+
+def seconds_until_served(client: Any, start: float, exited: Any) -> float:
+    """Seconds from ``start`` until ``client`` (an XksClient) gets a signed encrypt of key
+    ``k`` answered; ``exited()`` gives the server's log tail once its process has died (the
+    wait then fails with it), else None. Gives up after 30 s."""
+    from kms.errors import KmsError
+
+    while True:
+        try:
+            client.encrypt("k", b"ping", b"aad")
+            return time.monotonic() - start
+        except KmsError:
+            log = exited()
+            if log is not None:
+                raise AssertionError(log) from None
+            if time.monotonic() - start > 30:
+                raise AssertionError("the server did not serve within 30 s") from None
+            time.sleep(0.02)

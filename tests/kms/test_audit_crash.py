@@ -21,15 +21,16 @@ import pytest
 
 from kms.client import XksClient
 from kms.errors import KmsError
-from tests.server import KmsServer
+from tests.server import (
+    RESTART_MAX_LIMIT_S,
+    RESTART_MEDIAN_LIMIT_S,
+    RESTART_TARGET_S,
+    KmsServer,
+    seconds_until_served,
+)
 
 ROUNDS = 10
 THREADS = 8
-# The issue's target is 2 s; the bounds enforced are test_replica_crash.py's, for a shared
-# 2-core CI machine (the figures are printed beside them).
-RESTART_TARGET_S = 2.0
-RESTART_MEDIAN_LIMIT_S = 4.0
-RESTART_MAX_LIMIT_S = 8.0
 
 
 @pytest.fixture()
@@ -82,15 +83,7 @@ def serve_and_time(srv: KmsServer, client: XksClient) -> float:
     """Restart, then time until a signed XKS encrypt succeeds."""
     start = time.monotonic()
     srv.start()
-    deadline = start + 30
-    while True:
-        try:
-            client.encrypt("k", b"ping", b"aad")
-            return time.monotonic() - start
-        except KmsError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    return seconds_until_served(client, start, lambda: None)  # start() checks it lives
 
 
 def test_kill_9_under_load_loses_no_acknowledged_record(server: KmsServer,
@@ -136,7 +129,7 @@ def test_kill_9_under_load_loses_no_acknowledged_record(server: KmsServer,
           f"{statistics.median(restarts):.2f}, all {', '.join(f'{r:.2f}' for r in restarts)}; "
           f"flip state={flip_state}")
     assert missing == set()
-    assert state == "REVOKED"  # rounds 1,3,..,9 end on a revoke ...
-    assert flip_state == state_before_kill != "ENABLED"  # ... and it held over the kills
+    # rounds 1, 5, 9 revoke and 3, 7 enable: the last change, a revoke, held over the kills
+    assert flip_state == state_before_kill != "ENABLED"
     assert statistics.median(restarts) < RESTART_MEDIAN_LIMIT_S
     assert max(restarts) < RESTART_MAX_LIMIT_S
