@@ -10,6 +10,10 @@ export KMS_HOME ?= $(CURDIR)/var
 .PHONY: install system-packages run test lint clean
 
 install: system-packages $(STAMP)
+	@# Bytecode for the editable install: with PYTHONDONTWRITEBYTECODE (set on these machines)
+	@# nothing else writes it, and every `kms serve` start would compile the service again
+	@# (0.2-0.35 s of CPU before it serves). Only stale files are rewritten.
+	@$(BIN)/python -m compileall -q -j 0 hsm kms gateway >/dev/null
 
 # Debian packages: SoftHSM2 (the dev/test HSM), PostgreSQL (multi-replica tests), wrk (bench),
 # nginx-light (the TLS front of the replica topology test), curl (SigV4-signed test requests),

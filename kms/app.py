@@ -1,58 +1,47 @@
 """The HTTP application: ``create_app(runtime)`` builds FastAPI with every router.
 
 Routes are thin: they parse, call one service method, serialize. Errors are mapped in one
-place (kms/errors.py holds the table; kms/xks/wire.py renders XKS bodies).
+place (kms/errors.py holds the table; kms/xks/wire.py renders XKS bodies). What runs
+without FastAPI (the shared state, start-up and shut-down, and ``kms serve``'s ASGI
+application, which serves XKS before this module is imported) is in kms/serving.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from hsm.aio import AsyncHsm
-from kms import metrics
-from kms.admin.observability import RequestObservability, metrics_router
-from kms.admin.routes import admin_router
-from kms.audit.event import SYSTEM_ACTOR
+from kms.admin.observability import metrics_router
+from kms.admin.routes import add_error_schema, admin_router
 from kms.errors import KmsError
-from kms.hsmproc.channel import HsmWorker
-from kms.logging import configure_logging, get_logger
+from kms.logging import configure_logging
+from kms.request_log import RequestObservability
 from kms.runtime import Runtime
+from kms.serving import XKS_MARK, AppState, lifespan
 from kms.settings import HEALTH_KEY_LABEL, Settings
-from kms.xks.handler import XksHandler
 from kms.xks.routes import XksEndpoint, unknown_path
 
-SWEEP_INTERVAL_S = 60.0
-WRITER_START_WAIT_S = 10.0
+TITLE = "CMK service (XKS proxy)"
+VERSION = "0.1.0"
 
 
-class AppState:
-    """Per-process state the routes share (one per worker)."""
+class ApiApp(FastAPI):
+    """FastAPI, whose OpenAPI document holds the schema of the admin API's error body."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.ahsm = AsyncHsm(runtime.hsm)
-        self.stop = threading.Event()
-        handler = XksHandler(runtime.keys, runtime.cache, runtime.credentials, runtime.hsm,
-                             runtime.clock, fleet_size=runtime.settings.fleet_size)
-        self.xks = XksEndpoint(handler, runtime.audit, observe=metrics.observe_xks,
-                               workers=int(os.environ.get("KMS_XKS_THREADS", "8")),
-                               inline=os.environ.get("KMS_XKS_INLINE", "1") != "0")
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            add_error_schema(super().openapi())
+        return super().openapi()
 
 
-XKS_MARK = "/kms/xks/v1/"
-log = get_logger("kms.serve")
-
-
-class KmsApp(FastAPI):
+class KmsApp(ApiApp):
     """FastAPI, with a front door for the XKS API: every HTTP request whose path holds
     ``/kms/xks/v1/`` goes straight to :meth:`XksEndpoint.asgi` (which answers unknown
     prefixes and paths with the XKS 404 itself), past the middleware stack and the
@@ -68,40 +57,37 @@ class KmsApp(FastAPI):
 
 
 def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
+    """Everything, built now: the XKS front door, every other route, and the lifespan
+    (kms/serving.py) that starts and stops the helper processes and threads."""
     state = AppState(runtime)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.audit.attach_loop()  # KMS_AUDIT_WRITER=process: the writer process starts
-        worker = start_hsm_worker(state)  # KMS_HSM_WORKER=process, beside it
-        # The port opens once it is ready (about 0.2-0.3 s: its imports and its database
-        # connection), not before: the first requests would wait for it, near AWS KMS's
-        # 250 ms budget. A writer that is not ready in time does not stop the service: its
-        # records wait for it or fail closed, and /readyz is 503 until it is ready.
-        if not await runtime.audit.writer_ready(WRITER_START_WAIT_S):
-            log.warning("audit_writer_not_ready", waited_s=WRITER_START_WAIT_S)
-        if worker is not None and not await worker.wait_ready(WRITER_START_WAIT_S):
-            # not fatal: until it is ready, the calls are made in this process
-            log.warning("hsm_worker_not_ready", waited_s=WRITER_START_WAIT_S)
-        if background:
-            runtime.audit.start_checkpointing(runtime.settings.checkpoint_interval_s)
-            threading.Thread(target=_sweeper, args=(state,), daemon=True,
-                             name="deletion-sweeper").start()
-        yield
-        state.stop.set()
-        state.xks.shutdown()
-        if worker is not None:
-            worker.close()
-        state.ahsm.shutdown()
-        runtime.close()
+    async def app_lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(state, background):
+            yield
 
-    app = KmsApp(title="CMK service (XKS proxy)", version="0.1.0", lifespan=lifespan)
+    app = KmsApp(title=TITLE, version=VERSION, lifespan=app_lifespan)
+    app.xks = state.xks
+    _add_routes(app, state)
+    return app
+
+
+def create_api(state: AppState) -> FastAPI:
+    """Every route but XKS, for :class:`kms.serving.ServingApp` (which runs the lifespan and
+    serves XKS itself). Built on a thread: nothing is left for the first request to build."""
+    app = ApiApp(title=TITLE, version=VERSION)
+    _add_routes(app, state)
+    app.middleware_stack = app.build_middleware_stack()
+    return app
+
+
+def _add_routes(app: FastAPI, state: AppState) -> None:
+    runtime = state.runtime
     app.state.kms = state
-    install_xks(app, state)
+    app.add_exception_handler(404, unknown_path)  # the XKS 404 body for unknown paths
     app.include_router(admin_router(runtime))
     app.include_router(metrics_router(runtime))
     app.add_middleware(RequestObservability)
-    _build_routes(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -141,44 +127,35 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
         body["status"] = "ready" if ok else "unavailable"
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    return app
+    _build_routes(app)
 
 
 def _build_routes(app: FastAPI) -> None:
-    """Build the routes now rather than on the first request. FastAPI (0.16x) builds each
-    included router's routes when a request first reaches it: ~0.16 s on this VM (0.8 s
-    under a profiler), during which the event loop serves nobody, XKS requests included
-    (the first /healthz after a start took 162-169 ms). Matching any path builds them."""
+    """Leave no one-off work to the first requests, which run on the event loop that also
+    serves XKS (tests/admin/test_startup.py). FastAPI (0.16x) builds each included
+    router's routes when a request first reaches it: ~0.16 s on this VM (the first
+    /healthz after a start took 162-169 ms); matching any path builds them. And it reads
+    each endpoint's source lines (for its error messages) on the endpoint's first request:
+    18-64 ms on the loop for the first of a file; reading them here fills its cache."""
     scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/healthz",
                              "root_path": "", "query_string": b"", "headers": []}
     for route in app.router.routes:
         route.matches(scope)
+    extract = getattr(fastapi.routing, "_extract_endpoint_context", None)
+    if extract is not None:
+        for endpoint in endpoints(app.router.routes):
+            extract(endpoint)
 
 
-def install_xks(app: KmsApp, state: AppState) -> None:
-    """The XKS front door, and the XKS 404 body for every other unknown path."""
-    app.xks = state.xks
-    app.add_exception_handler(404, unknown_path)
-
-
-def start_hsm_worker(state: AppState) -> HsmWorker | None:
-    """On the serving loop: the HSM worker process for the XKS encrypt and decrypt calls
-    (kms/hsmproc/), unless KMS_HSM_WORKER=off or the HSM was injected (tests)."""
-    runtime = state.runtime
-    config = runtime.hsm_worker_config
-    if config is None or not state.xks.inline:
-        return None
-    worker = HsmWorker(config, asyncio.get_running_loop())
-    worker.start()
-    state.xks.hsm_worker = worker
-    return worker
-
-
-def _sweeper(state: AppState) -> None:
-    """Destroy keys whose deletion waiting period ended."""
-    while not state.stop.wait(SWEEP_INTERVAL_S):
-        with contextlib.suppress(Exception):
-            state.runtime.keys.sweep_due_deletions(SYSTEM_ACTOR)
+def endpoints(routes: list[Any]) -> Iterator[Callable[..., Any]]:
+    """The endpoint functions of ``routes`` and of the routers included in them."""
+    for route in routes:
+        endpoint = getattr(route, "endpoint", None)
+        if callable(endpoint):
+            yield endpoint
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from endpoints(included.routes)
 
 
 def create_app_from_env() -> FastAPI:

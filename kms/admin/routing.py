@@ -38,12 +38,11 @@ from kms.errors import (
     ValidationError,
 )
 from kms.logging import get_logger
+from kms.request_log import ACTOR_STATE, ERROR_STATE
 from kms.tokens import Role
 
 ROLE_KEY = "x-required-role"
 OP_KEY = "x-audit-operation"
-ERROR_STATE = "kms_error_name"  # read by the observability middleware (metrics outcome)
-ACTOR_STATE = "kms_actor"
 MAX_VALIDATION_DETAIL = 3
 
 log = get_logger("kms.admin")

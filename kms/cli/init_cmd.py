@@ -6,7 +6,6 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from kms.bootstrap import run_init
 from kms.cli.main import command
 from kms.cli.output import emit
 from kms.settings import Settings
@@ -19,6 +18,8 @@ def register(sub: Any, json_flag: Any) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from kms.bootstrap import run_init  # not to build the parser: `kms serve` starts sooner
+
     report = run_init(Settings.from_env(), args.uri_prefix)
     emit(args, asdict(report),
          f"initialized {report.home}\n"

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kms.cli.main import command
-from kms.http_protocol import HeaderTimeoutProtocol
-from kms.logging import configure_logging
-from kms.metrics import MULTIPROC_ENV, fresh_multiproc_dir
-from kms.runtime import Runtime
+from kms.helper_channel import prespawn
 from kms.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from kms.runtime import Runtime
+    from kms.serving import AppState
+
+# LoopChannel.module (kms/audit/writer_process.py), named here so that it is started before
+# that module and the rest of the service are imported (tests/kms/test_serve_start.py).
+AUDIT_WRITER_MODULE = "kms.audit.writer_process"
 
 
 def register(sub: Any, json_flag: Any) -> None:
@@ -27,15 +34,24 @@ def register(sub: Any, json_flag: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.workers == 1 and settings.audit_writer == "process":
+        # Its interpreter start and imports overlap ours: a restart serves ~0.4 s sooner.
+        # Each of several workers starts its own (kms.app's lifespan).
+        prespawn(AUDIT_WRITER_MODULE)
     import ssl
 
     import uvicorn
+
+    from kms.http_protocol import HeaderTimeoutProtocol
+    from kms.logging import configure_logging
+    from kms.metrics import MULTIPROC_ENV, fresh_multiproc_dir
+    from kms.runtime import Runtime
 
     # The server's threads (the XKS worker threads; the audit writer thread with
     # KMS_AUDIT_WRITER=thread) hand off the GIL around every blocking call; with the
     # default 5 ms switch interval each then waits behind the event loop for up to 5 ms.
     sys.setswitchinterval(float(os.environ.get("KMS_SWITCH_INTERVAL", "0.0005")))
-    settings = Settings.from_env()
     # Open once before serving: a wrong set-up fails here with a clear message. With one
     # worker this runtime serves; with several, each worker process opens its own.
     runtime = Runtime.open(settings, audit_writer=settings.audit_writer)
@@ -67,10 +83,18 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run("kms.app:create_app_from_env", factory=True, workers=args.workers,
                     **common)
     else:
-        from kms.app import create_app
+        # XKS from the first request; FastAPI (every other route) is imported and built on
+        # a thread once serving (kms/serving.py).
+        from kms.serving import AppState, ServingApp
 
-        uvicorn.run(create_app(runtime), **common)
+        uvicorn.run(ServingApp(AppState(runtime), _build_api), lifespan="on", **common)
     return 0
+
+
+def _build_api(state: AppState) -> ASGIApp:
+    from kms.app import create_api
+
+    return create_api(state)
 
 
 def _default_prefix(runtime: Runtime) -> str | None:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kms.audit.event import cli_actor
 from kms.cli.context import runtime
 from kms.cli.main import command
 from kms.cli.output import emit
-from kms.runtime import Runtime
-from kms.tokens import Role, TokenService
+
+if TYPE_CHECKING:
+    from kms.runtime import Runtime
+    from kms.tokens import TokenService
+
+# kms.tokens.Role's values, spelt out so that `kms` does not import the service (and
+# SQLAlchemy) to build its parser: `kms serve` starts sooner (tests/kms/test_cli.py).
+ROLES = ("admin", "auditor")
 
 
 def register(sub: Any, json_flag: Any) -> None:
@@ -20,17 +26,21 @@ def register(sub: Any, json_flag: Any) -> None:
     p = command(tokens, "create", _create,
                 "create a token; it is printed once and stored only as a hash", json_flag)
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--expires-in-days", type=int, metavar="N")
     command(tokens, "list", _list, "list tokens (never the tokens themselves)", json_flag)
     command(tokens, "revoke", _revoke, "revoke a token now", json_flag).add_argument("name")
 
 
 def _service(rt: Runtime) -> TokenService:
+    from kms.tokens import TokenService
+
     return TokenService(rt.engine, rt.audit, rt.clock)
 
 
 def _create(args: argparse.Namespace) -> int:
+    from kms.tokens import Role
+
     with runtime() as rt:
         info, token = _service(rt).create(args.name, Role(args.role), cli_actor(),
                                           expires_in_days=args.expires_in_days)

@@ -24,7 +24,6 @@ from starlette.types import Receive, Scope, Send
 from hsm import HsmError, RebuildDeferred
 from hsm.calls import GcmResult
 from hsm.pkcs11_hsm import no_rebuild
-from kms.admin.observability import record_request, request_id_from
 from kms.audit.log import AuditLog
 from kms.db.engine import WouldBlock, non_blocking
 from kms.errors import (
@@ -35,6 +34,7 @@ from kms.errors import (
     ValidationError,
 )
 from kms.hsmproc.channel import Fallback, HsmWorker
+from kms.request_log import record_request, request_id_from
 from kms.xks import wire
 from kms.xks.handler import HsmStep, XksHandler, XksRequest, XksResponse
 from kms.xks.pacing import RefusalPacer

@@ -229,3 +229,6 @@ def test_openapi_is_complete(live: Live) -> None:
                 assert ref.endswith("/ErrorBody"), (path, code)
             assert op["security"] == [{"bearerAuth": []}]
             assert op["x-required-role"] in ("admin", "auditor")
+    # The references resolve (kms.admin.routes.add_error_schema).
+    error_body = doc["components"]["schemas"]["ErrorBody"]
+    assert set(error_body["required"]) == {"errorName", "errorMessage"}

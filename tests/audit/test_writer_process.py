@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kms import helper_channel
 from kms.audit import log as log_mod
 from kms.audit import writer_process as wp
 from kms.audit.commit import encode_event
@@ -34,6 +35,7 @@ from kms.audit.record import (
     decode,
     encode_values,
 )
+from kms.cli import serve_cmd
 from kms.clock import system_clock
 from kms.errors import DependencyTimeoutError
 from tests.audit.test_log_append import PEM, _check_log, _engine, _event
@@ -521,3 +523,52 @@ def test_plain_values_encode_as_the_objects_do(f: dict[str, object]) -> None:
     fast = encode_values(5, FAST_TIME, "a" * 64, *sent[1:])
     assert fast is None or fast == expected
     assert _bytes_or_none(wp._encode_wire, sent) == expected
+
+
+def test_a_prespawned_writer_process_is_adopted_and_gets_its_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kms serve`` starts the writer process before its own imports (helper_channel.
+    prespawn); the first channel adopts that child instead of starting another, and only
+    then sends it the database URL."""
+    monkeypatch.setattr(helper_channel, "_prespawned", {})
+    helper_channel.prespawn(wp.LoopChannel.module)
+    (_, proc), _ = helper_channel._prespawned[wp.LoopChannel.module]
+    log = _plog(tmp_path)
+
+    async def body() -> tuple[int | None, int]:
+        assert log._channel is not None
+        seq = await log.append_async(_event(0))
+        return log._channel.pid, seq
+
+    pid, seq = _serve(log, body)
+    assert pid == proc.pid and seq == 0
+    assert helper_channel._prespawned == {}
+    _check_log(log, 1)
+    assert proc.wait(timeout=10) == 0  # closed with the log, not left behind
+
+
+def test_a_dead_or_less_withholding_prespawned_child_is_not_adopted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helper_channel, "_prespawned", {})
+    helper_channel.prespawn(wp.LoopChannel.module)
+    (_, dead), _ = helper_channel._prespawned[wp.LoopChannel.module]
+    dead.kill()
+    dead.wait(timeout=10)
+    log = _plog(tmp_path)
+
+    async def body() -> int | None:
+        assert await log.append_async(_event(0)) == 0
+        assert log._channel is not None
+        return log._channel.pid
+
+    pid = _serve(log, body)
+    assert pid is not None and pid != dead.pid
+    # A child started with fewer secrets withheld than the channel asks for is refused.
+    helper_channel.prespawn(wp.LoopChannel.module, withheld=frozenset())
+    (_, open_env), _ = helper_channel._prespawned[wp.LoopChannel.module]
+    assert helper_channel._adopt(wp.LoopChannel.module, helper_channel.SECRET_ENV) is None
+    assert open_env.wait(timeout=10) != 0  # killed
+
+
+def test_kms_serve_prespawns_the_module_its_writer_channel_adopts() -> None:
+    assert wp.LoopChannel.module == serve_cmd.AUDIT_WRITER_MODULE

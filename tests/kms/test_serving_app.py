@@ -1,0 +1,113 @@
+"""``kms serve``'s ASGI application (kms/serving.py), over real HTTP on loopback with a real
+SoftHSM token: XKS is served from the first request, before the FastAPI application of the
+other routes is built (it is built on a thread: held back here); other requests wait for
+it, then get exactly what create_app would answer."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from kms.app import create_api
+from kms.audit.event import cli_actor
+from kms.client import XksClient
+from kms.keys.model import KeyUsage
+from kms.runtime import Runtime
+from kms.serving import AppState, ServingApp
+from tests.kms.conftest import RuntimeFactory
+
+
+class Held:
+    """A build that waits until released (and records the thread it ran on)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.release = threading.Event()
+        self.fail = fail
+        self.thread: str | None = None
+
+    def __call__(self, state: AppState) -> Any:
+        self.thread = threading.current_thread().name
+        assert self.release.wait(30)
+        if self.fail:
+            raise RuntimeError("build failed")
+        return create_api(state)
+
+
+@contextlib.contextmanager
+def _serve(app: ServingApp) -> Iterator[str]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
+                            access_log=False, lifespan="on", loop="asyncio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+@pytest.fixture()
+def runtime(make_runtime: RuntimeFactory, sqlite_url: str) -> Runtime:
+    rt = make_runtime(sqlite_url)
+    rt.keys.create_key("k", frozenset({KeyUsage.ENCRYPT, KeyUsage.DECRYPT}), cli_actor())
+    return rt
+
+
+def _client(rt: Runtime, base: str) -> XksClient:
+    akid, secret = rt.credentials.add("default", None, None, cli_actor())
+    prefix = rt.registry.get_store("default").uri_prefix
+    return XksClient(f"{base}/{prefix}", akid, secret.reveal(), timeout=5.0)
+
+
+def test_xks_is_served_before_the_rest_is_built_which_then_answers(runtime: Runtime) -> None:
+    build = Held()
+    app = ServingApp(AppState(runtime), build, background=False)
+    with _serve(app) as base:
+        xks = _client(runtime, base)
+        ct = xks.encrypt("k", b"secret", b"aad")  # served with the build held back
+        assert xks.decrypt("k", ct, b"aad") == b"secret"
+        assert build.thread == "api-build"
+        answers: list[httpx.Response] = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(httpx.get(base + "/healthz", timeout=30)))
+        waiting.start()
+        time.sleep(0.3)
+        assert answers == []  # waits for the build, is not refused
+        build.release.set()
+        waiting.join(timeout=30)
+        assert answers[0].status_code == 200 and answers[0].json() == {"status": "ok"}
+        ready = httpx.get(base + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["audit"]["size"] >= 2
+        unknown = httpx.get(base + "/nope", timeout=10)
+        assert unknown.status_code == 404
+        assert unknown.json()["errorName"] == "InvalidUriPathException"
+        admin = httpx.get(base + "/admin/v1/keys", timeout=10)
+        assert admin.status_code == 401
+        assert admin.json()["errorName"] == "AuthenticationFailedException"
+        assert "ErrorBody" in httpx.get(base + "/openapi.json").json()["components"]["schemas"]
+
+
+def test_a_failed_build_fails_the_other_routes_not_xks(runtime: Runtime) -> None:
+    build = Held(fail=True)
+    build.release.set()
+    app = ServingApp(AppState(runtime), build, background=False)
+    with _serve(app) as base:
+        xks = _client(runtime, base)
+        assert xks.decrypt("k", xks.encrypt("k", b"x", b"a"), b"a") == b"x"
+        r = httpx.get(base + "/healthz", timeout=10)
+        assert r.status_code == 500
+        assert r.json() == {"errorName": "InternalException", "errorMessage": "internal error"}
