@@ -63,12 +63,21 @@ class KmsServer:
         out = self.cli_json("xks", "credentials", "add", store)
         return out["accessKeyId"], out["secret"]
 
-    def start(self, *extra: str) -> KmsServer:
+    def start(self, *extra: str, wait: bool = True) -> KmsServer:
+        """Spawn ``kms serve``; with ``wait``, return once /healthz answers (which is a
+        little after XKS is served: kms/serving.py)."""
         log = open(self.home / "serve.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen([KMS, "serve", "--port", str(self.port), *extra],
                                      env=self.env, cwd=ROOT, stdout=log, stderr=log)
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
         return self
+
+    def exited(self) -> str | None:
+        """The log's tail once the server process has exited; None while it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return self.log()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -96,13 +105,14 @@ class KmsServer:
         self.kill(signal.SIGTERM)
 
 
-# Issue 9 item 3: a restart serves again within RESTART_TARGET_S. The kill -9 tests print
-# their figures against it and enforce looser bounds, for a shared 2-core CI machine: the
-# target is met on a quiet machine (median 1.7-2.2 s), not under contention (median 3.2 s
-# measured while other suites ran). The max is a hang guard.
+# Issue 9 item 3: a restart serves again within RESTART_TARGET_S. The kill -9 tests enforce
+# it on the median of their ten restarts (2-core VM, the test's own load running: medians
+# 1.15-1.39 s measured 2026-11-29, every restart under 1.7 s; 2.1-2.3 s before kms serve
+# started its writer process early and deferred FastAPI, kms/serving.py). The max is a
+# bound on one slow start on a shared CI machine, not the target.
 RESTART_TARGET_S = 2.0
-RESTART_MEDIAN_LIMIT_S = 4.0
-RESTART_MAX_LIMIT_S = 8.0
+RESTART_MEDIAN_LIMIT_S = RESTART_TARGET_S
+RESTART_MAX_LIMIT_S = 4.0
 
 
 def seconds_until_served(client: Any, start: float, exited: Any) -> float:
