@@ -567,7 +567,7 @@ def test_a_dead_or_less_withholding_prespawned_child_is_not_adopted(
     helper_channel.prespawn(wp.LoopChannel.module, withheld=frozenset())
     (_, open_env), _ = helper_channel._prespawned[wp.LoopChannel.module]
     assert helper_channel._adopt(wp.LoopChannel.module, helper_channel.SECRET_ENV) is None
-    assert open_env.wait(timeout=10) != 0  # killed
+    open_env.wait(timeout=10)  # not left running (killed, or out on end-of-file)
 
 
 def test_kms_serve_prespawns_the_module_its_writer_channel_adopts() -> None:
