@@ -3,7 +3,8 @@ process (kms/audit/writer_process.py) and the HSM worker process (kms/hsmproc/).
 
 What both share lives here: starting the child with its end of a private socket pair
 (secrets it must not have withheld from its environment; its configuration sent as the
-first message, never in argv), at most once per RESPAWN_INTERVAL_S; writing messages
+first message, never in argv), at most once per RESPAWN_INTERVAL_S, or adopting the one
+:func:`prespawn` started before the server's own imports (``kms serve``); writing messages
 (kms/framing.py) without blocking the loop; reading its answers as one more readable
 socket; the ready handshake (the child's first message is ``["ready"]``); and forgetting a
 child that died or broke the protocol. What a message means, and what becomes of the

@@ -58,6 +58,8 @@ from kms.xks.credentials import Secret, console_upload_json
 
 PREFIX = "/admin/v1"
 MAX_RECORDS_PER_CALL = 10_000
+ERROR_SCHEMA_REF = "#/components/schemas/ErrorBody"
+
 
 def _error(description: str) -> dict[str, Any]:
     """An error response in the OpenAPI document: an ErrorBody, by reference. Not
@@ -68,7 +70,6 @@ def _error(description: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}}}
 
 
-ERROR_SCHEMA_REF = "#/components/schemas/ErrorBody"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: _error("ValidationException, InvalidStateException"),
     401: _error("AuthenticationFailedException: no valid bearer token (missing, unknown, "
@@ -90,6 +91,7 @@ def add_error_schema(document: dict[str, Any]) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("ErrorBody", ErrorBody.model_json_schema(
         ref_template="#/components/schemas/{model}"))
+
 
 KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN, description="the XKS externalKeyId")]
 StoreName = Annotated[str, Path(pattern=STORE_NAME_PATTERN)]

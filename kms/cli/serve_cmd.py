@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from kms.serving import AppState
 
 # LoopChannel.module (kms/audit/writer_process.py), named here so that it is started before
-# that module and the rest of the service are imported (tests/kms/test_serve_start.py).
+# that module and the rest of the service are imported (tests/audit/test_writer_process.py
+# checks that the two names agree).
 AUDIT_WRITER_MODULE = "kms.audit.writer_process"
 
 
@@ -36,16 +37,16 @@ def register(sub: Any, json_flag: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    if args.workers == 1:
+    if args.workers == 1:  # (several workers: each is a process of its own, uvicorn's)
         # No cyclic garbage collection while starting: the imports set off 20-odd
         # collections (a full one 14-20 ms) that find next to nothing. ServingApp (freeze_gc)
         # freezes what the start made and enables it again before the port opens; a start
-        # that fails exits. (With several workers, each is a new process of its own.)
+        # that fails exits.
         gc.disable()
-    if args.workers == 1 and settings.audit_writer == "process":
-        # Its interpreter start and imports overlap ours: a restart serves ~0.4 s sooner.
-        # Each of several workers starts its own (kms.app's lifespan).
-        prespawn(AUDIT_WRITER_MODULE)
+        if settings.audit_writer == "process":
+            # Its interpreter start and imports overlap ours: a restart serves ~0.4 s
+            # sooner. (Several workers: each starts its own in kms.serving.lifespan.)
+            prespawn(AUDIT_WRITER_MODULE)
     import ssl
 
     import uvicorn

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from kms.tokens import TokenService
 
 # kms.tokens.Role's values, spelt out so that `kms` does not import the service (and
-# SQLAlchemy) to build its parser: `kms serve` starts sooner (tests/kms/test_cli.py).
+# SQLAlchemy) to build its parser: `kms serve` starts sooner (tests/kms/test_cli_start.py).
 ROLES = ("admin", "auditor")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from kms.app import create_app
 from kms.audit.event import cli_actor
@@ -24,6 +22,7 @@ from kms.logging import configure_logging
 from kms.runtime import Runtime
 from kms.tokens import Role, TokenService
 from tests.kms.conftest import RuntimeFactory, make_runtime, sqlite_url  # noqa: F401
+from tests.server import uvicorn_in_thread
 
 
 class LogCapture(io.TextIOBase):
@@ -77,23 +76,8 @@ def plant_tokens(rt: Runtime) -> dict[str, str]:
 
 def serve(rt: Runtime, logs: LogCapture) -> Iterator[str]:
     configure_logging(stream=logs, level="INFO")
-    app = create_app(rt, background=False)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                            access_log=False, lifespan="on", loop="asyncio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    with uvicorn_in_thread(create_app(rt, background=False)) as base:
+        yield base
 
 
 @pytest.fixture()

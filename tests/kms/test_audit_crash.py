@@ -97,12 +97,7 @@ def test_kill_9_under_load_loses_no_acknowledged_record(server: KmsServer,
     state_before_kill = None
     for rnd in range(ROUNDS):
         if rnd % 2:  # an operator's change, made while the server runs, before the kill
-            state = "REVOKED" if state == "ENABLED" else "ENABLED"
-            if state == "REVOKED":
-                server.cli("keys", "revoke", "--reason", f"round {rnd}", "flip")
-            else:
-                server.cli("keys", "enable", "flip")
-            state_before_kill = server.cli_json("keys", "show", "flip")["state"]
+            state, state_before_kill = server.flip_key("flip", state, f"round {rnd}")
         acked, _failed = load_until_killed(server, akid, secret)
         assert acked, "no request succeeded before the kill"
         all_acked |= acked

@@ -5,16 +5,13 @@ it, then get exactly what create_app would answer."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from kms.app import create_api
 from kms.audit.event import cli_actor
@@ -23,6 +20,7 @@ from kms.keys.model import KeyUsage
 from kms.runtime import Runtime
 from kms.serving import AppState, ServingApp
 from tests.kms.conftest import RuntimeFactory
+from tests.server import uvicorn_in_thread
 
 
 class Held:
@@ -41,26 +39,6 @@ class Held:
         return create_api(state)
 
 
-@contextlib.contextmanager
-def _serve(app: ServingApp) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
-                            access_log=False, lifespan="on", loop="asyncio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True, name="uvicorn-test")
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-    assert not thread.is_alive()
-
-
 @pytest.fixture()
 def runtime(make_runtime: RuntimeFactory, sqlite_url: str) -> Runtime:
     rt = make_runtime(sqlite_url)
@@ -77,7 +55,7 @@ def _client(rt: Runtime, base: str) -> XksClient:
 def test_xks_is_served_before_the_rest_is_built_which_then_answers(runtime: Runtime) -> None:
     build = Held()
     app = ServingApp(AppState(runtime), build, background=False)
-    with _serve(app) as base:
+    with uvicorn_in_thread(app) as base:
         xks = _client(runtime, base)
         ct = xks.encrypt("k", b"secret", b"aad")  # served with the build held back
         assert xks.decrypt("k", ct, b"aad") == b"secret"
@@ -106,7 +84,7 @@ def test_a_failed_build_fails_the_other_routes_not_xks(runtime: Runtime) -> None
     build = Held(fail=True)
     build.release.set()
     app = ServingApp(AppState(runtime), build, background=False)
-    with _serve(app) as base:
+    with uvicorn_in_thread(app) as base:
         xks = _client(runtime, base)
         assert xks.decrypt("k", xks.encrypt("k", b"x", b"a"), b"a") == b"x"
         r = httpx.get(base + "/healthz", timeout=10)
@@ -114,7 +92,7 @@ def test_a_failed_build_fails_the_other_routes_not_xks(runtime: Runtime) -> None
         assert r.json() == {"errorName": "InternalException", "errorMessage": "internal error"}
 
 
-def test_kms_serves_heap_is_frozen_once_started_and_once_built(runtime: Runtime) -> None:
+def test_with_freeze_gc_the_heap_is_frozen_after_the_start_and_the_build(runtime: Runtime) -> None:
     """``kms serve`` (freeze_gc): what the start and the build made is out of the cyclic
     collector's reach (full collections under load took 44-79 ms scanning it), and the
     collector, off for the start and the build, is on again after them. The pytest process's heap is
@@ -123,7 +101,7 @@ def test_kms_serves_heap_is_frozen_once_started_and_once_built(runtime: Runtime)
     app = ServingApp(AppState(runtime), build, background=False, freeze_gc=True)
     gc.disable()  # as kms serve does for its start
     try:
-        with _serve(app) as base:
+        with uvicorn_in_thread(app) as base:
             started = gc.get_freeze_count()  # (the held build has the collector off)
             assert started > 0
             xks = _client(runtime, base)

@@ -106,12 +106,8 @@ def test_kill_9_of_one_replica_ten_rounds(postgres: object, tmp_path: Path) -> N
                           seeds=first_seeds, timeout=2.0).start() for r in replicas]
             # an operator's state change lands while both replicas are busy
             if rnd % 2:  # every other round (each CLI start costs ~1.5 s of CI time)
-                expected_flip = "REVOKED" if expected_flip == "ENABLED" else "ENABLED"
-                if expected_flip == "REVOKED":
-                    srv.cli("keys", "revoke", "--reason", f"round {rnd}", "flip")
-                else:
-                    srv.cli("keys", "enable", "flip")
-                state_before_kill = srv.cli_json("keys", "show", "flip")["state"]
+                expected_flip, state_before_kill = srv.flip_key("flip", expected_flip,
+                                                                f"round {rnd}")
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and \
                     sum(a.ok for a in loads[rnd % 2].snapshot()) < 15:
