@@ -109,6 +109,7 @@ class EnvelopeEncryptor:
         ctx_digest = context_digest(context)
         size = len(plaintext)
         materials = None
+        ids = self._wrap_aad_prefix  # None once the data key came from the cache
         cache = self._cache
         if cache is not None:
             cache_key = (self._keyring_id, self._key_id, ctx_digest)
@@ -125,6 +126,7 @@ class EnvelopeEncryptor:
         else:
             data_key = materials[0].reveal()
             wrapped = materials[1]
+            ids = None
         return _format.seal(
             wrapped=wrapped,
             data_key=data_key,
@@ -132,6 +134,7 @@ class EnvelopeEncryptor:
             plaintext=plaintext,
             context_digest=payload_digest(ctx_digest, associated_data),
             frame_size=self._frame_size,
+            ids=ids,
         )
 
     def decrypt(self, blob: bytes, context: Mapping[str, str], *,

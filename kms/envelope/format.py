@@ -153,20 +153,30 @@ def wrap_aad_prefix(keyring_id: str, key_id: str) -> bytes:
 
 
 def encode_header(
-    wrapped: WrappedKey, message_id: bytes, commitment: bytes, frame_size: int
+    wrapped: WrappedKey, message_id: bytes, commitment: bytes, frame_size: int, *,
+    ids: bytes | None = None,
 ) -> bytes:
-    """The header bytes; ``frame_size`` 0 means a non-framed blob."""
+    """The header bytes; ``frame_size`` 0 means a non-framed blob.
+
+    ``ids``: :func:`wrap_aad_prefix` of ``wrapped``'s keyring and key id, from a caller
+    that checked them (``EnvelopeEncryptor``) and whose ``wrapped`` is new: the prefix is
+    then built from it instead of looked up in the memo, where a key used once would only
+    push out the prefixes of cached data keys.
+    """
     if len(message_id) != MESSAGE_ID_LEN or len(commitment) != COMMITMENT_LEN:
         raise ValueError("message id and commitment must be 32 bytes")
     if not 0 <= frame_size <= MAX_FRAME_SIZE:
         raise ValueError(f"frame size must be 1-{MAX_FRAME_SIZE}")
-    memo_key = (wrapped, bool(frame_size))
-    prefix = _PREFIX_MEMO.get(memo_key)
-    if prefix is None:
-        prefix = _header_prefix(wrapped, bool(frame_size))
-        if len(_PREFIX_MEMO) >= _PREFIX_MEMO_ENTRIES:
-            _PREFIX_MEMO.clear()
-        _PREFIX_MEMO[memo_key] = prefix
+    if ids is not None:
+        prefix = _fresh_prefix(ids, wrapped, bool(frame_size))
+    else:
+        memo_key = (wrapped, bool(frame_size))
+        prefix = _PREFIX_MEMO.get(memo_key)
+        if prefix is None:
+            prefix = _header_prefix(wrapped, bool(frame_size))
+            if len(_PREFIX_MEMO) >= _PREFIX_MEMO_ENTRIES:
+                _PREFIX_MEMO.clear()
+            _PREFIX_MEMO[memo_key] = prefix
     if frame_size:
         return b"".join((prefix, message_id, commitment, _U32.pack(frame_size)))
     return prefix + message_id + commitment
@@ -203,6 +213,18 @@ def _header_prefix(wrapped: WrappedKey, framed: bool) -> bytes:
         _VERSION_AND_WRAPPED_LEN.pack(wrapped.key_version, len(wrapped.wrapped)),
         wrapped.wrapped,
     ))
+
+
+def _fresh_prefix(ids: bytes, wrapped: WrappedKey, framed: bool) -> bytes:
+    """What :func:`_header_prefix` builds, from the already checked id part ``ids``."""
+    if not 0 <= wrapped.key_version <= MAX_KEY_VERSION:
+        raise ValueError("key version must fit in 32 bits")
+    if not 0 < len(wrapped.wrapped) <= MAX_WRAPPED_KEY_LEN:
+        raise ValueError(f"wrapped key must be 1-{MAX_WRAPPED_KEY_LEN} bytes")
+    if framed:  # the flags byte is the last of _PREFIX
+        ids = ids[:_PREFIX.size - 1] + bytes((FLAG_FRAMED,)) + ids[_PREFIX.size:]
+    return ids + _VERSION_AND_WRAPPED_LEN.pack(wrapped.key_version,
+                                               len(wrapped.wrapped)) + wrapped.wrapped
 
 
 def parse_header(blob: bytes) -> EnvelopeHeader:
@@ -285,10 +307,12 @@ def seal(
     plaintext: bytes,
     context_digest: bytes,
     frame_size: int = DEFAULT_FRAME_SIZE,
+    ids: bytes | None = None,
 ) -> bytes:
     """Encrypt ``plaintext`` under ``data_key`` into a complete blob (deterministic).
 
     Plaintexts up to ``frame_size`` bytes give a non-framed blob, longer ones a framed one.
+    ``ids``: see :func:`encode_header`.
     """
     if len(data_key) != DATA_KEY_LEN:
         raise ValueError("data key must be 32 bytes")
@@ -298,13 +322,13 @@ def seal(
     payload_key, commitment = derive_keys(data_key, message_id)
     aead = AESGCM(payload_key)
     if size <= frame_size:
-        header = encode_header(wrapped, message_id, commitment, 0)
+        header = encode_header(wrapped, message_id, commitment, 0, ids=ids)
         # Section "Non-framed body": AAD = header || context digest, nonce = 12 zero bytes.
         return header + aead.encrypt(_SINGLE_NONCE, plaintext, header + context_digest)
     frames = -(-size // frame_size)
     if frames > MAX_FRAMES:
         raise ValidationError("plaintext is too large for this frame size")
-    header = encode_header(wrapped, message_id, commitment, frame_size)
+    header = encode_header(wrapped, message_id, commitment, frame_size, ids=ids)
     header_auth = hashlib.sha256(header + context_digest).digest()
     view = memoryview(plaintext)
     parts = [header]

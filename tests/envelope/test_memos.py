@@ -80,3 +80,38 @@ def test_invalid_wrapped_keys_fail_every_time() -> None:
     for _ in range(2):
         with pytest.raises(ValueError):
             fmt.encode_header(bad, os.urandom(32), os.urandom(32), 0)
+
+
+@pytest.mark.parametrize("frame", [0, 4096])
+def test_fresh_prefixes_equal_the_memoized_ones(frame: int) -> None:
+    w = WrappedKey("kr", "key-1", 3, os.urandom(60))
+    ids = fmt.wrap_aad_prefix("kr", "key-1")
+    mid, com = os.urandom(32), os.urandom(32)
+    assert (fmt.encode_header(w, mid, com, frame, ids=ids)
+            == _unmemoized_header(w, mid, com, frame))
+
+
+def test_fresh_prefixes_still_check_version_and_wrapped_length() -> None:
+    ids = fmt.wrap_aad_prefix("kr", "key-1")
+    for bad in (WrappedKey("kr", "key-1", 1 << 32, b"x"), WrappedKey("kr", "key-1", 1, b""),
+                WrappedKey("kr", "key-1", 1, b"x" * (fmt.MAX_WRAPPED_KEY_LEN + 1))):
+        with pytest.raises(ValueError):
+            fmt.encode_header(bad, os.urandom(32), os.urandom(32), 0, ids=ids)
+
+
+def test_uncached_blobs_leave_the_header_memo_to_cached_keys() -> None:
+    """A data key used for one blob would only push the prefixes of cached keys out."""
+    from kms.envelope import DataKeyCache, EnvelopeEncryptor
+    from kms.envelope.testing import StaticAesKeyring
+
+    keyring = StaticAesKeyring({"key-1": [os.urandom(32)]})
+    ctx = {"tenant": "t"}
+    fmt._PREFIX_MEMO.clear()
+    uncached = EnvelopeEncryptor(keyring, "key-1")
+    blobs = [uncached.encrypt(b"p%d" % i, ctx) for i in range(3)]
+    assert fmt._PREFIX_MEMO == {}
+    assert [uncached.decrypt(b, ctx) for b in blobs] == [b"p0", b"p1", b"p2"]
+    cached = EnvelopeEncryptor(keyring, "key-1", cache=DataKeyCache())
+    blobs = [cached.encrypt(b"q%d" % i, ctx) for i in range(3)]
+    assert len(fmt._PREFIX_MEMO) == 1  # the cached key's prefix, built once
+    assert [cached.decrypt(b, ctx) for b in blobs] == [b"q0", b"q1", b"q2"]
