@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hsm.frozen import quick_init
 from hsm.interface import Hsm
 from hsm.types import GcmCiphertext
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class GcmEncrypt:
     """``Hsm.encrypt(label, plaintext, aad)``: a fresh IV is made by whoever runs it."""
@@ -21,6 +23,7 @@ class GcmEncrypt:
         return hsm.encrypt(self.label, self.plaintext, self.aad)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class GcmDecrypt:
     """``Hsm.decrypt(label, iv, ciphertext, tag, aad)``."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from hsm.frozen import quick_init
+
 GCM_IV_BYTES = 12
 GCM_TAG_BYTES = 16
 AES_KEY_BITS = 256
@@ -20,6 +22,7 @@ class AesUsage(enum.Enum):
 BOTH_USAGES = frozenset({AesUsage.ENCRYPT, AesUsage.DECRYPT})
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class GcmCiphertext:
     """The result of an AES-256-GCM encryption: a fresh 12-byte IV, ciphertext, 16-byte tag."""

@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hsm.frozen import quick_init
 from kms.audit.record import Actor, ActorKind, DetailValue, Operation, Outcome, RequestMetadata
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     op: Operation

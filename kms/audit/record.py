@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import rfc8785
 
+from hsm.frozen import quick_init
 from kms.audit import merkle
 from kms.audit.errors import NonCanonicalRecordError, RecordFormatError
 
@@ -212,6 +213,7 @@ def _check_hex64(value: object, name: str, *, optional: bool = False) -> None:
         raise _fail(f"{name} must be 64 lowercase hex characters")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who did it: a kind and an identifier (credential id, token name, CLI user...)."""
@@ -234,6 +236,7 @@ class Actor:
         return cls(kind=obj["kind"], id=obj["id"])
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequestMetadata:
     """The XKS ``requestMetadata`` subset kept in the log (absent values are null)."""

@@ -109,7 +109,8 @@ class EnvelopeEncryptor:
         ctx_digest = context_digest(context)
         size = len(plaintext)
         materials = None
-        ids = self._wrap_aad_prefix  # None once the data key came from the cache
+        # the id part of the header, for a fresh data key only (see _format.encode_header)
+        ids: bytes | None = self._wrap_aad_prefix
         cache = self._cache
         if cache is not None:
             cache_key = (self._keyring_id, self._key_id, ctx_digest)

@@ -171,12 +171,13 @@ def encode_header(
         prefix = _fresh_prefix(ids, wrapped, bool(frame_size))
     else:
         memo_key = (wrapped, bool(frame_size))
-        prefix = _PREFIX_MEMO.get(memo_key)
-        if prefix is None:
-            prefix = _header_prefix(wrapped, bool(frame_size))
+        memo = _PREFIX_MEMO.get(memo_key)
+        if memo is None:
+            memo = _header_prefix(wrapped, bool(frame_size))
             if len(_PREFIX_MEMO) >= _PREFIX_MEMO_ENTRIES:
                 _PREFIX_MEMO.clear()
-            _PREFIX_MEMO[memo_key] = prefix
+            _PREFIX_MEMO[memo_key] = memo
+        prefix = memo
     if frame_size:
         return b"".join((prefix, message_id, commitment, _U32.pack(frame_size)))
     return prefix + message_id + commitment

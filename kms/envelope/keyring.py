@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from hsm.frozen import quick_init
 
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class WrappedKey:
     """A data key wrapped by a keyring, as stored in the blob header.

@@ -30,6 +30,7 @@ from hsm import (
 )
 from hsm import KeyNotFound as HsmKeyNotFound
 from hsm.calls import GcmDecrypt, GcmEncrypt
+from hsm.frozen import quick_init
 from hsm.interface import Hsm
 from kms.audit.event import AuditEvent, AuditSink
 from kms.audit.record import Actor, Operation, Outcome
@@ -90,6 +91,7 @@ def translate_hsm_error(exc: HsmError) -> KmsError:
     return DependencyTimeoutError("the HSM failed")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Encrypted:
     version: int

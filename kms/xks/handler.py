@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from hsm import GcmCiphertext, HealthStatus, HsmError, RebuildDeferred
 from hsm.calls import GcmCall, GcmResult
+from hsm.frozen import quick_init
 from hsm.interface import Hsm
 from kms.audit.event import AuditEvent, context_hash
 from kms.audit.record import Actor, ActorKind, DetailValue, Operation, Outcome
@@ -105,6 +106,7 @@ class MethodNotAllowed(KmsError):
     http_status = 405
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class XksRequest:
     method: str
@@ -115,6 +117,7 @@ class XksRequest:
     source: str = ""  # the peer address: the unit of the auth-failure audit budget
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class XksResponse:
     status: int
@@ -138,6 +141,7 @@ class _Call:
     detail: dict[str, DetailValue] | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _Deferred:
     """What ``_dispatch`` gives for a request with one HSM call still to make."""
@@ -149,6 +153,7 @@ class _Deferred:
     finish: Callable[[GcmResult], bytes]  # the response body, from the call's result
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HsmStep:
     """A request checked up to its one HSM call (:meth:`XksHandler.begin`): make

@@ -47,6 +47,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from hsm.frozen import quick_init
 from kms.errors import AuthenticationFailedError
 
 __all__ = [
@@ -106,6 +107,7 @@ class SignatureRejected(AuthenticationFailedError):
         self.reason = reason
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class VerifiedCaller:
     """Who signed a request that verified: the access key id and the scope it signed for."""

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from hsm.frozen import quick_init
 from kms.errors import (
     InternalError,
     InvalidCiphertextError,
@@ -147,6 +148,7 @@ _REQUEST_METADATA = "requestMetadata"
 # --------------------------------------------------------------------------- requests
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequestMetadata:
     """``requestMetadata``: the known fields, plus the whole object (``raw``) for audit."""
@@ -177,6 +179,7 @@ class MetadataRequest:
     request_metadata: RequestMetadata
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EncryptRequest:
     """Encrypt request body, Base64 fields decoded. ``repr`` never shows plaintext or AAD."""
@@ -193,6 +196,7 @@ class EncryptRequest:
         return self.ciphertext_data_integrity_value_algorithm is not None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DecryptRequest:
     """Decrypt request body, Base64 fields decoded and sizes checked. ``repr`` hides AAD."""
