@@ -3,7 +3,18 @@ within each round, and a ratio compares the two cases of the same round."""
 
 from __future__ import annotations
 
-from kms.bench.envelope_peers import Cases, Interleaved
+from typing import Any
+
+import pytest
+
+from hsm.types import GcmCiphertext
+from kms.audit.event import cli_actor
+from kms.bench.envelope_peers import CONTEXT, Cases, Interleaved, hsm_wrap, measure
+from kms.envelope.context import context_digest
+from kms.envelope.format import wrap_aad_prefix
+from kms.errors import InvalidCiphertextError
+from kms.keys.local_keyring import LocalKeyring
+from kms.keys.model import KeyUsage
 
 A = ("ours", "uncached_1KiB", "encrypt_ops")
 B = ("esdk", "1KiB", "encrypt_ops")
@@ -25,3 +36,22 @@ def test_a_ratio_is_the_median_of_the_same_rounds_ratios() -> None:
     assert runs.ratio(A, B) == 1.0
     assert runs.table() == {"ours": {"uncached_1KiB": {"encrypt_ops": 20.0}},
                             "esdk": {"1KiB": {"encrypt_ops": 10.0}}}
+
+
+def test_the_hsm_limit_is_the_wrap_an_uncached_blob_makes(make_runtime: Any,
+                                                          sqlite_url: str) -> None:
+    """hsm_wrap makes the very SoftHSM call of an uncached blob (same key version, same
+    AAD: the key service unwraps it as the keyring's), and measure reports its limit."""
+    rt = make_runtime(sqlite_url)
+    rt.keys.create_key("k", frozenset({KeyUsage.ENCRYPT, KeyUsage.DECRYPT}), cli_actor("t"))
+    op = hsm_wrap(rt.keys, "k")
+    ct = op()
+    assert isinstance(ct, GcmCiphertext)
+    aad = wrap_aad_prefix("local", "k") + context_digest(CONTEXT)
+    assert len(rt.keys.decrypt("k", 1, ct, aad)) == 32
+    with pytest.raises(InvalidCiphertextError):
+        rt.keys.decrypt("k", 1, ct, aad[:-1] + b"\x00")
+    out = measure(LocalKeyring(rt.keys, cli_actor("t")), "k", 0.07, hsm_floor=op)
+    limit = out["envelope_hsm_limit"]
+    assert limit["hsm_wrap_ops"] > 0 and limit["vs_tink_uncached"] > 0 < limit["vs_esdk"]
+    assert "hsm" not in out["envelope"]  # a limit, not a case of the table
