@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -114,17 +114,22 @@ _NO_REBUILD: contextvars.ContextVar[bool] = contextvars.ContextVar("hsm_no_rebui
                                                                   default=False)
 
 
-@contextlib.contextmanager
-def no_rebuild() -> Iterator[None]:
+class no_rebuild:
     """Calls made inside raise :class:`RebuildDeferred` instead of rebuilding a broken
     connection themselves: for a caller that must not block that long (an event loop),
     which then retries the call on a worker thread. While the rebuild is backing off
-    (RECONNECT_BACKOFF_S) calls still fail fast with HsmUnavailable, as everywhere."""
-    token = _NO_REBUILD.set(True)
-    try:
-        yield
-    finally:
-        _NO_REBUILD.reset(token)
+    (RECONNECT_BACKOFF_S) calls still fail fast with HsmUnavailable, as everywhere.
+
+    A class rather than a ``@contextmanager`` generator (a third of the cost: the event
+    loop enters it twice per XKS request)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _NO_REBUILD.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _NO_REBUILD.reset(self._token)
 
 
 @dataclass

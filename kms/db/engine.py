@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,14 +19,19 @@ class WouldBlock(Exception):
     edge, on the event loop) then reruns the request on a worker thread."""
 
 
-@contextmanager
-def non_blocking() -> Iterator[None]:
-    """Within this block, every database read raises :class:`WouldBlock` instead."""
-    token = _NO_BLOCKING.set(True)
-    try:
-        yield
-    finally:
-        _NO_BLOCKING.reset(token)
+class non_blocking:
+    """Within this block, every database read raises :class:`WouldBlock` instead.
+
+    A class rather than a ``@contextmanager`` generator: the event loop's fast path enters
+    it twice per XKS request, and this costs a third as much."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _NO_BLOCKING.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _NO_BLOCKING.reset(self._token)
 
 
 def may_block() -> bool:

@@ -116,3 +116,17 @@ def test_polling_epoch_claims_its_periodic_reread_once() -> None:
     reg.value = 8
     assert source.current() == 8
     assert reg.reads == 2
+
+
+def test_non_blocking_and_no_rebuild_restore_the_outer_state_also_after_errors() -> None:
+    from hsm.pkcs11_hsm import _NO_REBUILD, no_rebuild
+
+    assert may_block() and not _NO_REBUILD.get()
+    with non_blocking(), no_rebuild():
+        with non_blocking(), no_rebuild():  # nested: the inner exit keeps the outer state
+            pass
+        assert not may_block() and _NO_REBUILD.get()
+    assert may_block() and not _NO_REBUILD.get()
+    with pytest.raises(RuntimeError), non_blocking(), no_rebuild():
+        raise RuntimeError("raised inside")
+    assert may_block() and not _NO_REBUILD.get()
