@@ -44,13 +44,15 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     for mode in ("cached_1KiB", "cached_64KiB", "uncached_1KiB", "uncached_64KiB"):
         ops = result["envelope"]["ours"][mode]
         assert positive(ops["encrypt_ops"]) and positive(ops["decrypt_ops"]), mode
+    limit = result["envelope_hsm_limit"]
+    assert all(positive(limit[k]) for k in ("hsm_wrap_ops", "vs_tink_uncached", "vs_esdk"))
     revoke = result["revoke_propagation_ms"]
     assert revoke["same_process"] >= 0 and revoke["cross_process"] >= 0
     gateway = result["gateway_overhead_ms"]
     assert isinstance(gateway["p50"], float) and isinstance(gateway["p99"], float)
     assert positive(gateway["requests"])
     for name in ("xks_encrypt", "xks_vs_echo", "xks_hsm_worker_vs_echo", "envelope_vs_esdk",
-                 "audit_append_rps",
+                 "envelope_hsm_limit", "audit_append_rps",
                  "revoke_propagation_ms", "gateway_overhead_ms"):
         assert name in done.stdout, f"{name} missing from the printed table"
     assert result["mode"] == "quick" and result["elapsed_s"] < 120
