@@ -168,7 +168,7 @@ def encode_header(
     if not 0 <= frame_size <= MAX_FRAME_SIZE:
         raise ValueError(f"frame size must be 1-{MAX_FRAME_SIZE}")
     if ids is not None:
-        prefix = _fresh_prefix(ids, wrapped, bool(frame_size))
+        prefix = _prefix_from_ids(ids, wrapped, bool(frame_size))
     else:
         memo_key = (wrapped, bool(frame_size))
         memo = _PREFIX_MEMO.get(memo_key)
@@ -190,34 +190,18 @@ _PREFIX_MEMO_ENTRIES = 256
 
 
 def _header_prefix(wrapped: WrappedKey, framed: bool) -> bytes:
+    """Everything up to the message id, for a wrapped key whose ids are not checked yet."""
     if not is_valid_id(wrapped.keyring_id, MAX_KEYRING_ID_LEN):
         raise ValueError("keyring id must be 1-64 printable ASCII characters")
     if not is_valid_id(wrapped.key_id, MAX_KEY_ID_LEN):
         raise ValueError("key id must be 1-128 printable ASCII characters")
-    if not 0 <= wrapped.key_version <= MAX_KEY_VERSION:
-        raise ValueError("key version must fit in 32 bits")
-    if not 0 < len(wrapped.wrapped) <= MAX_WRAPPED_KEY_LEN:
-        raise ValueError(f"wrapped key must be 1-{MAX_WRAPPED_KEY_LEN} bytes")
-    keyring_id = wrapped.keyring_id.encode("ascii")
-    key_id = wrapped.key_id.encode("ascii")
-    return b"".join((
-        _PREFIX.pack(
-            MAGIC,
-            FORMAT_VERSION,
-            SUITE_AES256GCM_HKDF_SHA256_COMMIT,
-            FLAG_FRAMED if framed else 0,
-        ),
-        bytes((len(keyring_id),)),
-        keyring_id,
-        bytes((len(key_id),)),
-        key_id,
-        _VERSION_AND_WRAPPED_LEN.pack(wrapped.key_version, len(wrapped.wrapped)),
-        wrapped.wrapped,
-    ))
+    return _prefix_from_ids(wrap_aad_prefix(wrapped.keyring_id, wrapped.key_id), wrapped,
+                            framed)
 
 
-def _fresh_prefix(ids: bytes, wrapped: WrappedKey, framed: bool) -> bytes:
-    """What :func:`_header_prefix` builds, from the already checked id part ``ids``."""
+def _prefix_from_ids(ids: bytes, wrapped: WrappedKey, framed: bool) -> bytes:
+    """The same, from ``ids`` = :func:`wrap_aad_prefix` of its (checked) keyring and key id:
+    the format's prefix with no flags, then each id after its length byte."""
     if not 0 <= wrapped.key_version <= MAX_KEY_VERSION:
         raise ValueError("key version must fit in 32 bits")
     if not 0 < len(wrapped.wrapped) <= MAX_WRAPPED_KEY_LEN:
