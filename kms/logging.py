@@ -24,6 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
 from typing import IO, Any
 
 import structlog
@@ -95,9 +96,24 @@ def _drop_stdlib_noise(_logger: WrappedLogger, _method: str,
     return event_dict
 
 
+#: The id of the HTTP request the current task serves (set by kms/request_log.py and the
+#: XKS front door): every log line written while it is set carries it as ``request_id``.
+#: A plain ContextVar set and reset once per request (structlog's bind/unbind of a context
+#: variable cost about 3 % of an XKS request's instructions).
+REQUEST_ID: ContextVar[str | None] = ContextVar("kms_request_id", default=None)
+
+
+def add_request_id(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
 def shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

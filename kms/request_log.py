@@ -4,7 +4,7 @@
 each HTTP request it
 
 * takes the caller's ``X-Request-Id`` if it is a short token of ``A-Za-z0-9._-``, or makes
-  one, binds it to every log line of the request (structlog contextvars) and returns it;
+  one, binds it to every log line of the request (``kms.logging.REQUEST_ID``) and returns it;
 * logs one ``http_request`` line: method, route template (never the raw path or query,
   which may carry values a client chose), status, duration, and the admin token's name;
 * counts the request in ``kms_http_requests_total`` and, for admin routes, in
@@ -24,11 +24,10 @@ import secrets
 import time
 from typing import Any
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kms import metrics
-from kms.logging import get_logger
+from kms.logging import REQUEST_ID, get_logger
 
 ERROR_STATE = "kms_error_name"  # request.state: set by the admin routes (metrics outcome)
 ACTOR_STATE = "kms_actor"  # request.state: the admin token's name (the log line)
@@ -112,7 +111,7 @@ class RequestObservability:
         request_id = request_id_from(scope)
         started = time.perf_counter()
         status = 500
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -129,4 +128,4 @@ class RequestObservability:
         finally:
             seconds = time.perf_counter() - started
             record_request(scope, status, seconds)
-            structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(bound)

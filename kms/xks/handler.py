@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from hsm import GcmCiphertext, HealthStatus, HsmError, RebuildDeferred
 from hsm.calls import GcmCall, GcmResult
@@ -57,6 +58,8 @@ PATH_RE = re.compile(
 AKID_RE = re.compile(r"[A-Z2-7]{20,30}")
 CREDENTIAL_RE = re.compile(r"Credential=([A-Za-z0-9]{1,64})/")
 SCHEME_VERSION = 1
+# verify_sigv4 reads the raw header list (duplicates matter); its mapping is not used then
+_NO_HEADERS: MappingProxyType[str, str] = MappingProxyType({})
 HEALTH_CACHE_S = 5.0  # the spec allows up to 60 s; shorter reflects HSM faults sooner
 OPERATIONS = {"health": Operation.XKS_HEALTH, "metadata": Operation.XKS_METADATA,
               "encrypt": Operation.XKS_ENCRYPT, "decrypt": Operation.XKS_DECRYPT}
@@ -240,7 +243,7 @@ class XksHandler:
                                 started, name)
         try:
             caller = verify_sigv4(
-                req.method, req.raw_path, req.query, dict(req.headers), req.body,
+                req.method, req.raw_path, req.query, _NO_HEADERS, req.body,
                 lookup=lambda akid: self.credentials.lookup(store.name, akid),
                 now=datetime.now(UTC), allowed_regions=self.allowed_regions,
                 raw_headers=req.headers, key_cache=self._signing_keys)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -34,6 +33,7 @@ from kms.errors import (
     ValidationError,
 )
 from kms.hsmproc.channel import Fallback, HsmWorker
+from kms.logging import REQUEST_ID
 from kms.request_log import record_request, request_id_from
 from kms.xks import wire
 from kms.xks.handler import HsmStep, XksHandler, XksRequest, XksResponse
@@ -67,7 +67,7 @@ class XksEndpoint:
         their per-request layers."""
         started = time.perf_counter()
         request_id = request_id_from(scope)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
         status, name, flooding, audit_wait = 500, "unknown", False, None
         try:
             status, body, name, flooding, audit_wait = await self._handle_scope(scope, receive)
@@ -83,7 +83,7 @@ class XksEndpoint:
             # what RequestObservability would do; a flood's refusals are counted, not logged
             record_request(scope, status, seconds, log_line=not flooding,
                            audit_wait=audit_wait)
-            structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(bound)
 
     async def _handle_scope(self, scope: Scope,
                             receive: Receive) -> tuple[int, bytes, str, bool, float | None]:

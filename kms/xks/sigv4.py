@@ -210,6 +210,26 @@ def _parse_amz_date(value: str) -> datetime:
         raise _reject("malformed x-amz-date") from None
 
 
+@functools.lru_cache(maxsize=256)
+def _signed_header_names(signed_list: str) -> tuple[str, ...]:
+    """The names of a ``SignedHeaders`` list, checked. Cached: a client signs the same
+    list on every request (only lists that pass are cached; a failure raises)."""
+    signed_headers = signed_list.split(";")
+    if len(signed_headers) > MAX_SIGNED_HEADERS:
+        raise _reject("too many signed headers")
+    previous = ""
+    for name in signed_headers:
+        # Names must be valid and strictly ascending (sorted, no duplicates), as SigV4 says.
+        if _HEADER_NAME_RE.fullmatch(name) is None or name <= previous:
+            raise _reject("malformed signed headers")
+        previous = name
+    if not _REQUIRED_SIGNED_HEADERS.issubset(signed_headers):
+        raise _reject("host and x-amz-date must be signed")
+    if not _FORBIDDEN_SIGNED_HEADERS.isdisjoint(signed_headers):
+        raise _reject("malformed signed headers")
+    return tuple(signed_headers)
+
+
 def verify_sigv4(
     method: str,
     raw_path: str,
@@ -257,19 +277,7 @@ def verify_sigv4(
     if allowed_regions is not None and region not in allowed_regions:
         raise _reject("region not allowed")
 
-    signed_headers = signed_list.split(";")
-    if len(signed_headers) > MAX_SIGNED_HEADERS:
-        raise _reject("too many signed headers")
-    previous = ""
-    for name in signed_headers:
-        # Names must be valid and strictly ascending (sorted, no duplicates), as SigV4 says.
-        if _HEADER_NAME_RE.fullmatch(name) is None or name <= previous:
-            raise _reject("malformed signed headers")
-        previous = name
-    if not _REQUIRED_SIGNED_HEADERS.issubset(signed_headers):
-        raise _reject("host and x-amz-date must be signed")
-    if not _FORBIDDEN_SIGNED_HEADERS.isdisjoint(signed_headers):
-        raise _reject("malformed signed headers")
+    signed_headers = _signed_header_names(signed_list)
 
     canonical_lines: list[str] = []
     for name in signed_headers:

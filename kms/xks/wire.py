@@ -215,11 +215,9 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError("duplicate key")
-        result[key] = value
+    result = dict(pairs)  # built in C; a repeated key leaves fewer entries than pairs
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
     return result
 
 

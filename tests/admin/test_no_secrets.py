@@ -40,6 +40,12 @@ def test_planted_secrets_are_nowhere(live: Live) -> None:
                            json={"name": "fresh", "role": "auditor"}).json()
     planted.append(created["token"])
     live.request("GET", f"{A}/whoami", created["token"])
+    # An XKS refusal (the front door, not the middleware) logs its line with its id too.
+    prefix = live.runtime.registry.get_store("default").uri_prefix
+    refused = live.request("POST", f"/{prefix}/kms/xks/v1/keys/k/encrypt", None, json={},
+                           **{"X-Request-Id": "plant-xks"})
+    assert refused.status_code == 401
+    assert refused.headers["x-request-id"] == "plant-xks"
     metrics = live.request("GET", "/metrics").text
     assert "kms_requests_total" in metrics
 
@@ -49,6 +55,10 @@ def test_planted_secrets_are_nowhere(live: Live) -> None:
     for line in lines:
         json.loads(line)  # every line is one JSON object
     assert any(json.loads(line).get("request_id") == "plant-1" for line in lines)
+    xks_lines = [json.loads(line) for line in lines
+                 if json.loads(line).get("request_id") == "plant-xks"]
+    # One line: bound for its own request only (the /metrics request after it has its own).
+    assert [(x["event"], x["status"]) for x in xks_lines] == [("http_request", 401)]
     db = Path(str(live.runtime.engine.url).removeprefix("sqlite:///"))
     stored = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     for secret in planted:

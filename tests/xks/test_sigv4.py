@@ -360,6 +360,20 @@ def test_malformed_authorization_headers() -> None:
         rejected(_with_auth(req, authorization))
 
 
+def test_signed_header_lists_are_checked_on_every_request() -> None:
+    # The checked lists are cached (kms/xks/sigv4.py _signed_header_names); a list that
+    # fails must fail again, and a good one keep verifying, whatever came before.
+    req = botocore_sign(ENCRYPT_URL, ENCRYPT_BODY, JSON)
+    good = req.headers["Authorization"]
+    assert "SignedHeaders=content-type;host;x-amz-date," in good
+    unsorted = good.replace("content-type;host;x-amz-date", "host;content-type;x-amz-date")
+    no_host = good.replace("content-type;host;x-amz-date", "content-type;x-amz-date")
+    for _ in range(3):
+        verify(req)
+        rejected(_with_auth(req, unsorted), "malformed signed headers")
+        rejected(_with_auth(req, no_host), "host and x-amz-date must be signed")
+
+
 def test_authorization_length_cap() -> None:
     req = botocore_sign(ENCRYPT_URL, ENCRYPT_BODY)
     auth = req.headers["Authorization"]

@@ -270,6 +270,24 @@ def test_malformed_bodies_are_validation_errors(parse: Parser, raw: bytes) -> No
         parse(raw)
 
 
+@pytest.mark.parametrize("where", ["top", "metadata", "nested"])
+def test_duplicate_keys_are_refused_at_any_depth(where: str) -> None:
+    # Two parsers that disagree on which duplicate wins would see two requests: refused.
+    good = body(encrypt_doc())
+    if where == "top":
+        raw = good[:-1] + b', "plaintext": "QUFBQQ=="}'
+    elif where == "metadata":
+        raw = good.replace(b'"kmsOperation": "Encrypt"',
+                           b'"kmsOperation": "Encrypt", "kmsOperation": "Decrypt"')
+    else:
+        raw = good[:-1] + b', "extra": {"a": 1, "b": {"c": 2, "c": 3}}}'
+    assert raw != good
+    with pytest.raises(ValidationError, match="not valid JSON"):
+        parse_encrypt_request(raw)
+    # The same keys once each parse (the extra field is ignored).
+    parse_encrypt_request(good[:-1] + b', "extra": {"a": 1, "b": {"c": 2}}}')
+
+
 @pytest.mark.parametrize("parse", PARSERS)
 def test_body_size_cap_before_parsing(parse: Parser) -> None:
     with pytest.raises(UnsupportedOperationError):
