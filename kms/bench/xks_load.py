@@ -13,6 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from kms.bench import wrk
+from kms.bench.bare_xks import BareProcess
 from kms.bench.processes import EchoProcess, KmsProcess
 from kms.client import XksClient
 
@@ -52,7 +53,7 @@ def encrypt_body(aad: bytes, key: str = KEY) -> dict[str, object]:
 
 def run(seconds: int) -> dict[str, object]:
     kms = KmsProcess([KEY])
-    echo = None
+    echo = bare = None
     try:
         kms.start()
         base = f"{kms.url}/xks/kms/xks/v1/keys/{KEY}"
@@ -92,12 +93,25 @@ def run(seconds: int) -> dict[str, object]:
         echo_res = wrk.run(echo.url + "/echo",
                            [wrk.Prepared("POST", "/echo", {"Content-Type": "application/json"},
                                          echo_body)], seconds=seconds)
+        echo.stop()
+        echo = None
+        # The reference: the mandatory work alone (kms/bench/bare_xks.py), right after echo
+        bare = BareProcess(kms.akid, kms.secret)
+        bare_url = f"{bare.url}/kms/xks/v1/keys/{KEY}/encrypt"
+        bare_requests = presign(bare_url, kms.akid, kms.secret, enc_bodies)
+        wrk.run(bare_url, bare_requests[:20], seconds=1)  # as warm as the others
+        bare_res = wrk.run(bare_url, bare_requests, seconds=seconds)
     finally:
         kms.stop()
         if echo is not None:
             echo.stop()
+        if bare is not None:
+            bare.stop()
     return {"xks_encrypt": encrypt.to_json(), "xks_decrypt": decrypt.to_json(),
             "echo": echo_res.to_json(),
             "xks_vs_echo": round(encrypt.rps / echo_res.rps, 3),
             "xks_encrypt_hsm_worker": worker.to_json(),
-            "xks_hsm_worker_vs_echo": round(worker.rps / echo_res.rps, 3)}
+            "xks_hsm_worker_vs_echo": round(worker.rps / echo_res.rps, 3),
+            "xks_bare": bare_res.to_json(),
+            "xks_bare_vs_echo": round(bare_res.rps / echo_res.rps, 3),
+            "xks_vs_bare": round(encrypt.rps / bare_res.rps, 3)}

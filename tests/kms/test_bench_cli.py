@@ -32,10 +32,11 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     print(f"\nkms bench --quick: {result['elapsed_s']} s\n{done.stdout}")
 
-    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_worker"):
+    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_worker", "xks_bare"):
         assert all(positive(result[name][k]) for k in ("rps", "p50_ms", "p99_ms")), name
         assert result[name]["errors"] == 0, name
-    for name in ("xks_vs_echo", "xks_hsm_worker_vs_echo", "envelope_vs_tink_cached",
+    for name in ("xks_vs_echo", "xks_hsm_worker_vs_echo", "xks_bare_vs_echo", "xks_vs_bare",
+                 "envelope_vs_tink_cached",
                  "envelope_vs_tink_uncached", "envelope_vs_esdk", "audit_append_rps",
                  "audit_append_thread_rps", "audit_verify_rps"):
         assert positive(result[name]), name
@@ -51,7 +52,8 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     gateway = result["gateway_overhead_ms"]
     assert isinstance(gateway["p50"], float) and isinstance(gateway["p99"], float)
     assert positive(gateway["requests"])
-    for name in ("xks_encrypt", "xks_vs_echo", "xks_hsm_worker_vs_echo", "envelope_vs_esdk",
+    for name in ("xks_encrypt", "xks_vs_echo", "xks_hsm_worker_vs_echo", "xks_bare_vs_echo",
+                 "xks_vs_bare", "envelope_vs_esdk",
                  "envelope_hsm_limit", "audit_append_rps",
                  "revoke_propagation_ms", "gateway_overhead_ms"):
         assert name in done.stdout, f"{name} missing from the printed table"
