@@ -623,6 +623,27 @@ def test_encrypt_response_parses_back_as_decrypt_request() -> None:
     assert request.ciphertext == b"\x10" * 40
 
 
+@given(ct=st.binary(max_size=300), iv=st.sampled_from([12, 16]), tag=st.binary(min_size=16,
+       max_size=16), md=st.none() | st.binary(max_size=20), plaintext=st.binary(max_size=300))
+def test_responses_are_compact_json_of_their_fields(ct: bytes, iv: int, tag: bytes,
+                                                     md: bytes | None, plaintext: bytes) -> None:
+    # The answers are rendered directly: the same bytes as json.dumps of the document.
+    iv_bytes = bytes(range(iv))
+    doc = {"ciphertext": b64(ct), "initializationVector": b64(iv_bytes),
+           "authenticationTag": b64(tag)}
+    if md is not None:
+        doc["ciphertextMetadata"] = b64(md)
+    compact = {"separators": (",", ":")}
+    assert encrypt_response(ct, iv_bytes, tag, ciphertext_metadata=md) == json.dumps(
+        doc, **compact).encode()
+    with_cdiv = encrypt_response(ct, iv_bytes, tag, ciphertext_metadata=md,
+                                 ciphertext_data_integrity_value="Q0RJVg==")
+    assert with_cdiv == json.dumps({**doc, "ciphertextDataIntegrityValue": "Q0RJVg=="},
+                                   **compact).encode()
+    assert decrypt_response(plaintext) == json.dumps({"plaintext": b64(plaintext)},
+                                                     **compact).encode()
+
+
 def test_decrypt_response() -> None:
     assert json.loads(decrypt_response(b"Hello World!")) == {"plaintext": "SGVsbG8gV29ybGQh"}
 
