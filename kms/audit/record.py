@@ -263,8 +263,11 @@ class RequestMetadata:
 
     @classmethod
     def from_xks(cls, metadata: Mapping[str, Any]) -> RequestMetadata:
-        """Keep the audited subset of an XKS ``requestMetadata`` object, drop the rest."""
-        return cls(**{k: metadata[k] for k in REQUEST_FIELDS if metadata.get(k) is not None})
+        """Keep the audited subset of an XKS ``requestMetadata`` object: its fields in
+        REQUEST_FIELDS that are non-empty strings, each cut to the record's limit (2,048
+        characters, the spec's longest ARN); everything else is dropped."""
+        return cls(**{k: v[:_MAX_STR] for k in REQUEST_FIELDS
+                      if isinstance(v := metadata.get(k), str) and v})
 
 
 DetailValue = str | int | bool | None

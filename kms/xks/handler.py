@@ -434,8 +434,7 @@ class XksHandler:
 
     @staticmethod
     def _audit_request(md: wire.RequestMetadata) -> AuditRequest:
-        fields = {k: v for k, v in md.raw.items() if isinstance(v, str) and v}
-        return AuditRequest.from_xks({k: v[:2048] for k, v in fields.items()})
+        return AuditRequest.from_xks(md.raw)
 
     def _event(self, call: _Call, started: float, exc: KmsError | None) -> AuditEvent:
         if exc is None:

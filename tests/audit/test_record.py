@@ -64,6 +64,11 @@ def test_request_metadata_keeps_only_the_audited_subset() -> None:
     assert meta.to_json() == {"awsPrincipalArn": "arn:x", "awsSourceVpce": None,
                               "kmsKeyArn": None, "kmsOperation": "Encrypt",
                               "kmsRequestId": "r", "kmsViaService": None}
+    # Empty and non-string values are dropped; long ones are cut to the record's limit.
+    meta = RequestMetadata.from_xks({"kmsRequestId": "x" * 5000, "kmsOperation": "",
+                                     "awsPrincipalArn": 7, "kmsKeyArn": None})
+    assert meta.kmsRequestId == "x" * 2048
+    assert meta.kmsOperation is None and meta.awsPrincipalArn is None
 
 
 def test_build_record_chains() -> None:
