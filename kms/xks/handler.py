@@ -17,6 +17,7 @@ two, which name no key store):
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -130,7 +131,16 @@ class XksResponse:
     flooding: bool = False  # refused past its source's failure budget: paced, not logged
 
 
-@dataclass
+_UNAUTHENTICATED = Actor(kind=ActorKind.XKS_CREDENTIAL, id="unauthenticated")
+
+
+@functools.lru_cache(maxsize=1024)
+def _credential_actor(access_key_id: str) -> Actor:
+    """The audit actor of a verified access key id (immutable, so shared per id)."""
+    return Actor(kind=ActorKind.XKS_CREDENTIAL, id=access_key_id)
+
+
+@dataclass(slots=True)
 class _Call:
     """What is known about a request as it is processed, for its audit record."""
 
@@ -237,7 +247,7 @@ class XksHandler:
                                 "unknown")
         name = "health" if match.group("health") else match.group("op")
         call = _Call(op=OPERATIONS[name], store=store, key_id=match.group("key"),
-                     actor=Actor(kind=ActorKind.XKS_CREDENTIAL, id="unauthenticated"))
+                     actor=_UNAUTHENTICATED)
         if req.method != "POST":
             return self._refuse(MethodNotAllowed(f"method {req.method} is not allowed"), req,
                                 started, name)
@@ -261,7 +271,7 @@ class XksHandler:
             return self._error(exc, call, started, name)
         except KmsError as exc:
             return self._error(exc, call, started, name)
-        call.actor = Actor(kind=ActorKind.XKS_CREDENTIAL, id=caller.access_key_id)
+        call.actor = _credential_actor(caller.access_key_id)
         try:
             self.throttle.check(store.name, store.throttle_rps)
             body = self._dispatch(name, call, req.body)
