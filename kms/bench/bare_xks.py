@@ -64,7 +64,13 @@ class BareProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "kms.bench.bare_xks",
                                       str(self.port)], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_http(self.url + "/ready", self.proc)
+        try:
+            wait_http(self.url + "/ready", self.proc)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     @property
     def url(self) -> str:
