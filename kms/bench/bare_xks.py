@@ -3,7 +3,8 @@
 
 Per request it reads the body, verifies the SigV4 signature (canonical request, string to
 sign, HMAC with a cached signing key, constant-time compare), parses the JSON, makes the
-SoftHSM AES-256-GCM encrypt of the plaintext under the AAD, appends a durable audit record
+SoftHSM AES-256-GCM encrypt of the plaintext under the AAD (``Pkcs11Hsm.encrypt``, the
+HSM layer's call, as the service makes it), appends a durable audit record
 (``AuditLog.append_async`` and its writer process, as ``kms serve``) and renders the answer.
 It does nothing else: no check of the request's fields, the path, the clock skew or the
 key's state, no authorization rules, no metrics, no request id or log line, no error
@@ -83,10 +84,8 @@ class BareProcess:
 
 
 def _app() -> Any:
-    import pkcs11
-    from pkcs11 import Attribute, KeyType, Mechanism
-
-    from hsm.pkcs11_hsm import find_softhsm_module
+    from hsm import AesUsage, Pin
+    from hsm.pkcs11_hsm import Pkcs11Hsm, find_softhsm_module
     from kms.audit.event import AuditEvent, context_hash
     from kms.audit.log import AuditLog, init_head
     from kms.audit.record import Actor, ActorKind, Operation, Outcome, RequestMetadata
@@ -95,11 +94,11 @@ def _app() -> Any:
     from kms.db.engine import make_engine
     from kms.db.migrations import migrate
 
-    token = pkcs11.lib(find_softhsm_module() or SOFTHSM_LIB).get_token(token_label=TOKEN_LABEL)
-    session = token.open(user_pin=os.environ[_ENV_PIN], rw=True)
-    key: Any = session.generate_key(KeyType.AES, 256, label=KEY_LABEL, store=True, template={
-        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True,
-        Attribute.DECRYPT: True, Attribute.MODIFIABLE: False})
+    # The HSM layer's own call (hsm/: the only code that speaks PKCS#11), on a token key
+    # made with the same least-privilege template as the service's.
+    hsm = Pkcs11Hsm(find_softhsm_module() or SOFTHSM_LIB, TOKEN_LABEL,
+                    Pin(os.environ[_ENV_PIN]))
+    hsm.generate_aes_key(KEY_LABEL, {AesUsage.ENCRYPT, AesUsage.DECRYPT})
     akid, secret = os.environ[_ENV_AKID], os.environ[_ENV_SECRET].encode()
     engine = make_engine(os.environ[_ENV_DB])
     migrate(engine)
@@ -174,9 +173,7 @@ def _app() -> Any:
         request = json.loads(body)
         md = request["requestMetadata"]
         aad = base64.b64decode(request["additionalAuthenticatedData"])
-        iv = os.urandom(12)
-        out = key.encrypt(base64.b64decode(request["plaintext"]), mechanism=Mechanism.AES_GCM,
-                          mechanism_param=pkcs11.GCMParams(iv, aad, 128))
+        sealed = hsm.encrypt(KEY_LABEL, base64.b64decode(request["plaintext"]), aad)
         await audit.append_async(AuditEvent(
             op=Operation.XKS_ENCRYPT, outcome=Outcome.OK, actor=actor, key_id=KEY_LABEL,
             key_version=1, store="default", request=RequestMetadata(
@@ -184,9 +181,9 @@ def _app() -> Any:
                 awsPrincipalArn=md.get("awsPrincipalArn"), kmsKeyArn=md.get("kmsKeyArn")),
             context_hash=context_hash(aad), latency_us=0))
         await answer(send, 200, json.dumps({
-            "authenticationTag": base64.b64encode(out[-16:]).decode(),
-            "ciphertext": base64.b64encode(out[:-16]).decode(),
-            "initializationVector": base64.b64encode(iv).decode(),
+            "authenticationTag": base64.b64encode(sealed.tag).decode(),
+            "ciphertext": base64.b64encode(sealed.ciphertext).decode(),
+            "initializationVector": base64.b64encode(sealed.iv).decode(),
             "ciphertextMetadata": ""}).encode())
 
     return app

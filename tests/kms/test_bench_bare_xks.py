@@ -22,21 +22,16 @@ SECRET = "bare-secret-" + "x" * 32
 
 # Run with the server's environment (its token): this process's SoftHSM has its own.
 _DECRYPT = """
-import base64, os, sys, pkcs11
-from pkcs11 import Attribute, Mechanism, ObjectClass
-from hsm.pkcs11_hsm import find_softhsm_module
+import base64, os, sys
+from hsm import HsmError, Pin
+from hsm.pkcs11_hsm import Pkcs11Hsm, find_softhsm_module
 from kms.bench.bare_xks import KEY_LABEL, TOKEN_LABEL
-iv, sealed, aad = (base64.b64decode(a) for a in sys.argv[1:4])
-token = pkcs11.lib(find_softhsm_module()).get_token(token_label=TOKEN_LABEL)
-with token.open(user_pin=os.environ["BARE_XKS_PIN"]) as s:
-    key = s.get_key(object_class=ObjectClass.SECRET_KEY, label=KEY_LABEL)
-    try:
-        out = key.decrypt(sealed, mechanism=Mechanism.AES_GCM,
-                          mechanism_param=pkcs11.GCMParams(iv, aad, 128))
-    except pkcs11.PKCS11Error:
-        print("refused")
-    else:
-        print(base64.b64encode(out).decode())
+iv, ct, tag, aad = (base64.b64decode(a) for a in sys.argv[1:5])
+hsm = Pkcs11Hsm(find_softhsm_module(), TOKEN_LABEL, Pin(os.environ["BARE_XKS_PIN"]))
+try:
+    print(base64.b64encode(hsm.decrypt(KEY_LABEL, iv, ct, tag, aad)).decode())
+except HsmError:
+    print("refused")
 """
 
 
@@ -45,8 +40,8 @@ def _records(bare: BareProcess) -> int:
         return int(conn.execute("SELECT count(*) FROM audit_records").fetchone()[0])
 
 
-def _decrypt(bare: BareProcess, iv: bytes, sealed: bytes, aad: bytes) -> str:
-    args = [base64.b64encode(x).decode() for x in (iv, sealed, aad)]
+def _decrypt(bare: BareProcess, iv: bytes, ct: bytes, tag: bytes, aad: bytes) -> str:
+    args = [base64.b64encode(x).decode() for x in (iv, ct, tag, aad)]
     done = subprocess.run([sys.executable, "-c", _DECRYPT, *args], env=bare.env,
                           capture_output=True, text=True, timeout=60, check=True)
     return done.stdout.strip()
@@ -71,10 +66,9 @@ def test_bare_reference_verifies_encrypts_and_audits() -> None:
         assert _records(bare) == 1  # refusals make no record (and no HSM call)
 
         body = json.loads(answer.text)
-        iv = base64.b64decode(body["initializationVector"])
-        sealed = base64.b64decode(body["ciphertext"]) + base64.b64decode(
-            body["authenticationTag"])
-        assert _decrypt(bare, iv, sealed, aad) == base64.b64encode(plaintext).decode()
-        assert _decrypt(bare, iv, sealed, os.urandom(32)) == "refused"
+        iv, ct, tag = (base64.b64decode(body[k]) for k in (
+            "initializationVector", "ciphertext", "authenticationTag"))
+        assert _decrypt(bare, iv, ct, tag, aad) == base64.b64encode(plaintext).decode()
+        assert _decrypt(bare, iv, ct, tag, os.urandom(32)) == "refused"
     finally:
         bare.stop()
