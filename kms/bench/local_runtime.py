@@ -16,14 +16,16 @@ from kms.settings import Settings
 
 
 @contextmanager
-def local_runtime() -> Iterator[tuple[Runtime, dict[str, str]]]:
+def local_runtime(audit_writer: str = "thread") -> Iterator[tuple[Runtime, dict[str, str]]]:
+    """``audit_writer="process"``: audit records committed by the writer process once a
+    loop calls ``rt.audit.attach_loop()``, as in ``kms serve``."""
     home = Path(tempfile.mkdtemp(prefix="kms-bench-local-"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("SOFTHSM2_CONF", "KMS_PKCS11_PIN", "KMS_DATABASE_URL")}
     env["KMS_HOME"] = str(home)
     settings = Settings.from_env(env)
     run_init(settings)
-    rt = Runtime.open(settings)
+    rt = Runtime.open(settings, audit_writer=audit_writer)
     try:
         yield rt, env
     finally:
