@@ -130,23 +130,9 @@ def outcome_for_status(status: int) -> str:
     return "ok" if status < 400 else str(status)
 
 
-#: observe_xks's children by (operation, status): what observe_request would look up
-_XKS_CHILDREN: dict[tuple[str, int], tuple[Any, Any]] = {}
-
-
 def observe_xks(name: str, status: int, seconds: float) -> None:
-    """The ``XksEndpoint(observe=...)`` callback: ``name`` is the XKS operation. The same
-    as ``observe_request(f"xks.{name}", outcome_for_status(status), seconds)``."""
-    children = _XKS_CHILDREN.get((name, status))
-    if children is None:
-        endpoint = f"xks.{name}"
-        children = (_child(REQUESTS, endpoint, outcome_for_status(status)),
-                    _child(REQUEST_LATENCY, endpoint))
-        if len(_XKS_CHILDREN) < _MAX_CHILDREN:
-            _XKS_CHILDREN[(name, status)] = children
-    children[0].inc()
-    children[1].observe(seconds)
-    WORKER_REQUESTS.inc()
+    """The ``XksEndpoint(observe=...)`` callback: ``name`` is the XKS operation."""
+    observe_request(f"xks.{name}", outcome_for_status(status), seconds)
 
 
 def observe_http(route: str, method: str, status: int) -> None:

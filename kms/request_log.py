@@ -70,17 +70,15 @@ def route_template(scope: Scope) -> str:
 
 
 def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool = True,
-                   audit_wait: float | None = None, route: str | None = None) -> None:
+                   audit_wait: float | None = None) -> None:
     """Metrics and the ``http_request`` log line of one finished request (also called
     by the XKS front door, kms/xks/routes.py, which bypasses this middleware). The front
     door passes ``log_line=False`` for a refusal beyond its source's auth-failure budget:
     a flood is counted (metrics, the audit log's ``suppressed_since_last``), not logged
     line by line. It passes ``audit_wait``, the part of ``seconds`` that the answer waited
     for its durable audit record (logged as ``audit_wait_ms``): a slow answer says whether
-    it was slow in the service or in the audit log's commit (the disk). ``route``: the
-    route template when the caller knows it (the front door: XKS_ROUTE)."""
-    if route is None:
-        route = route_template(scope)
+    it was slow in the service or in the audit log's commit (the disk)."""
+    route = route_template(scope)
     method = str(scope.get("method", ""))
     state: dict[str, Any] = scope.get("state") or {}
     error_name = state.get(ERROR_STATE)

@@ -37,7 +37,8 @@ from kms.audit.record import (
 from kms.audit.verify import verify_export
 from kms.clock import Clock
 
-_BENCH_PEM = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+#: the checkpoint key of the benches' own audit logs (their checkpoints are never signed)
+BENCH_PEM = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
     Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -76,7 +77,7 @@ def append_rate_serving(engine: Engine, clock: Clock, seconds: float,
     closed loop, the log attached to that loop with its writer process
     (KMS_AUDIT_WRITER=process, the default)."""
     log = AuditLog(engine, clock, origin="bench/audit", key_name="bench/audit",
-                   public_key_pem=_BENCH_PEM, sign=lambda _m: b"", writer="process")
+                   public_key_pem=BENCH_PEM, sign=lambda _m: b"", writer="process")
     event = _event()
     counts = [0] * writers
 

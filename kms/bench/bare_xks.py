@@ -32,7 +32,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from kms.bench.processes import free_port, wait_http
+from kms.bench.processes import ModuleServer
 
 TOKEN_LABEL = "bare-xks"  # noqa: S105 - a token's label
 KEY_LABEL = "bare-key"
@@ -40,46 +40,34 @@ _ENV_PIN = "BARE_XKS_PIN"
 _ENV_AKID = "BARE_XKS_AKID"
 _ENV_SECRET = "BARE_XKS_SECRET"  # noqa: S105 - the name of a variable, not a secret
 _ENV_DB = "BARE_XKS_DATABASE_URL"
-SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
 
 
-class BareProcess:
-    """A throwaway SoftHSM token with one AES-256 key and a SQLite audit log in a temp
-    directory, and the bare server on them."""
+class BareProcess(ModuleServer):
+    """A throwaway SoftHSM token and a SQLite audit log in a temp directory, and the bare
+    server on them."""
 
     def __init__(self, akid: str, secret: str) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="kms-bench-bare-"))
-        (self.dir / "tokens").mkdir()
-        conf = self.dir / "softhsm2.conf"
-        conf.write_text(f"directories.tokendir = {self.dir}/tokens\n"
-                        "objectstore.backend = file\nlog.level = ERROR\n")
-        pin = secrets.token_hex(8)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_")}
-        env.update({"SOFTHSM2_CONF": str(conf), _ENV_PIN: pin, _ENV_AKID: akid,
-                    _ENV_SECRET: secret, _ENV_DB: f"sqlite:///{self.dir / 'audit.db'}"})
-        self.env = env  # the server's (tests open its token with it)
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
-                        "--pin", pin, "--so-pin", secrets.token_hex(8)],
-                       env=env, check=True, capture_output=True)
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "kms.bench.bare_xks",
-                                      str(self.port)], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
         try:
-            wait_http(self.url + "/ready", self.proc)
+            (self.dir / "tokens").mkdir()
+            conf = self.dir / "softhsm2.conf"
+            conf.write_text(f"directories.tokendir = {self.dir}/tokens\n"
+                            "objectstore.backend = file\nlog.level = ERROR\n")
+            pin = secrets.token_hex(8)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_")}
+            env.update({"SOFTHSM2_CONF": str(conf), _ENV_PIN: pin, _ENV_AKID: akid,
+                        _ENV_SECRET: secret, _ENV_DB: f"sqlite:///{self.dir / 'audit.db'}"})
+            self.env = env  # the server's (tests open its token with it)
+            subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
+                            "--pin", pin, "--so-pin", secrets.token_hex(8)],
+                           env=env, check=True, capture_output=True)
+            super().__init__("kms.bench.bare_xks", "/ready", env)
         except BaseException:
-            self.proc.kill()
-            self.proc.wait()
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -89,15 +77,17 @@ def _app() -> Any:
     from kms.audit.event import AuditEvent, context_hash
     from kms.audit.log import AuditLog, init_head
     from kms.audit.record import Actor, ActorKind, Operation, Outcome, RequestMetadata
-    from kms.bench.audit_bench import _BENCH_PEM
+    from kms.bench.audit_bench import BENCH_PEM
     from kms.clock import system_clock
     from kms.db.engine import make_engine
     from kms.db.migrations import migrate
 
     # The HSM layer's own call (hsm/: the only code that speaks PKCS#11), on a token key
     # made with the same least-privilege template as the service's.
-    hsm = Pkcs11Hsm(find_softhsm_module() or SOFTHSM_LIB, TOKEN_LABEL,
-                    Pin(os.environ[_ENV_PIN]))
+    module = find_softhsm_module()
+    if module is None:
+        raise SystemExit("bare_xks: SoftHSM's PKCS#11 module was not found (make install)")
+    hsm = Pkcs11Hsm(module, TOKEN_LABEL, Pin(os.environ[_ENV_PIN]))
     hsm.generate_aes_key(KEY_LABEL, {AesUsage.ENCRYPT, AesUsage.DECRYPT})
     akid, secret = os.environ[_ENV_AKID], os.environ[_ENV_SECRET].encode()
     engine = make_engine(os.environ[_ENV_DB])
@@ -105,7 +95,7 @@ def _app() -> Any:
     with engine.begin() as conn:
         init_head(conn)
     audit = AuditLog(engine, system_clock, origin="bench/bare", key_name="bench/bare",
-                     public_key_pem=_BENCH_PEM, sign=lambda _m: b"", writer="process")
+                     public_key_pem=BENCH_PEM, sign=lambda _m: b"", writer="process")
     actor = Actor(kind=ActorKind.XKS_CREDENTIAL, id=akid)
     signers: dict[tuple[str, str, str], Any] = {}
 

@@ -14,7 +14,7 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
   path for 3 s: 32 coroutines on a loop with the audit writer process, records/s;
 - ``edge``: kms serve's XKS path in-process: signed encrypts through the ASGI app (the
   front door, ``XksHandler``, the audit append through the writer process), 32 coroutines
-  on one loop, no sockets or HTTP parsing: event-loop CPU per request and requests/s,
+  on one uvloop loop, no sockets or HTTP parsing: event-loop CPU per request and requests/s,
   rounds alternating with the HSM call replaced by a constant (in this process only: a
   diagnosis of the HSM call's share of the loop, docs/benchmarks.md, eighth pass).
 
@@ -28,7 +28,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
+from hsm.types import GcmCiphertext
 from kms.audit.event import cli_actor
 from kms.bench import audit_bench
 from kms.bench.local_runtime import local_runtime
@@ -169,47 +171,70 @@ def xks(rt: Runtime) -> None:
         1, "2026-11-27T00:00:00.000000Z", "0" * 64, fields)))
 
 
-def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32) -> None:
-    import asyncio
+Call = tuple[dict[str, object], bytes]  # an XKS request's ASGI scope and its body
 
-    from hsm.types import GcmCiphertext
-    from kms.app import create_app
+
+def edge_calls(rt: Runtime, n: int = 400) -> list[Call]:
+    """``n`` signed XKS encrypts of the "micro" key, as kms serve's app receives them."""
     from kms.bench.xks_load import encrypt_body, presign
 
     url, akid, secret = _xks_credential(rt)
-    signed = presign(url, akid, secret,
-                     [encrypt_body(os.urandom(32), "micro") for _ in range(400)])
-    calls: list[tuple[dict[str, object], bytes]] = []
-    for p in signed:
+    calls: list[Call] = []
+    for p in presign(url, akid, secret,
+                     [encrypt_body(os.urandom(32), "micro") for _ in range(n)]):
         headers = [(b"host", b"127.0.0.1:8000")]
         headers += [(k.lower().encode(), v.encode()) for k, v in p.headers.items()]
         calls.append(({"type": "http", "method": "POST", "path": p.path,
                        "raw_path": p.path.encode(), "query_string": b"",
                        "headers": headers, "client": ("10.0.0.1", 40000)}, p.body))
+    return calls
+
+
+def constant_encrypt(label: str, plaintext: bytes, aad: bytes) -> GcmCiphertext:
+    """A stand-in for the HSM's encrypt (set on the bare HSM object of this process only):
+    the XKS path's cost without SoftHSM's."""
+    return GcmCiphertext(iv=os.urandom(12), ciphertext=bytes(len(plaintext)), tag=bytes(16))
+
+
+class _Receive:
+    """What uvicorn hands the app when it already holds the whole body (no body timer)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.more_body = False
+        self.waiting_for_100_continue = False
+
+    async def receive(self) -> dict[str, object]:
+        return {"type": "http.request", "body": self.body, "more_body": False}
+
+
+async def edge_request(app: Any, call: Call) -> None:
+    """One request through ``app``; raises unless it is answered 200."""
+    scope, body = call
+    status: list[object] = []
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await app(dict(scope), _Receive(body).receive, send)
+    if status != [200]:
+        raise RuntimeError(f"XKS encrypt answered {status}")
+
+
+def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32) -> None:
+    import asyncio
+
+    from kms.app import create_app
+
+    calls = edge_calls(rt)
     app = create_app(rt, background=False)
     instrumented = rt.hsm
     assert isinstance(instrumented, InstrumentedHsm)
     bare = instrumented.inner
 
-    def constant(label: str, plaintext: bytes, aad: bytes) -> GcmCiphertext:
-        return GcmCiphertext(iv=os.urandom(12), ciphertext=bytes(len(plaintext)),
-                             tag=bytes(16))
-
     async def one(i: int) -> None:
-        scope, body = calls[i % len(calls)]
-
-        async def receive() -> dict[str, object]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        status: list[object] = []
-
-        async def send(message: dict[str, object]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-
-        await app(dict(scope), receive, send)  # type: ignore[arg-type]
-        if status != [200]:
-            raise RuntimeError(f"XKS encrypt answered {status}")
+        await edge_request(app, calls[i % len(calls)])
 
     async def measure() -> tuple[float, float]:
         async def worker(k: int) -> None:
@@ -230,7 +255,7 @@ def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32)
         for _ in range(rounds):
             for stub in (False, True):
                 if stub:
-                    setattr(bare, "encrypt", constant)  # noqa: B010  # this process only
+                    setattr(bare, "encrypt", constant_encrypt)  # noqa: B010  # this process
                 try:
                     cpu, rps = await measure()
                 finally:
@@ -240,7 +265,17 @@ def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32)
                 print(f"XKS edge in-process, {what}: event loop {cpu:.0f} us/request, "
                       f"{rps:,.0f} requests/s")
 
-    asyncio.run(main())
+    run_on_uvloop(main())
+
+
+def run_on_uvloop(coro: Any) -> None:
+    """Run ``coro`` on a uvloop event loop, the loop kms serve runs on."""
+    import asyncio
+
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
 
 
 PARTS = {"hsm": hsm, "envelope": envelope, "xks": xks, "batches": batches, "edge": edge}
@@ -255,7 +290,9 @@ def main(argv: list[str]) -> int:
         return 2
     # One runtime for all parts: SoftHSM reads its configuration (the token directory) once
     # per process, so a second fresh KMS_HOME in the same process would not find its token.
-    with local_runtime() as (rt, _):
+    # kms serve's audit path: the edge part attaches its loop, which starts the writer
+    # process; the parts before it, with no loop attached, commit through the writer thread.
+    with local_runtime(audit_writer="process") as (rt, _):
         rt.keys.create_key("micro", USAGE, cli_actor("bench"))
         for name in names:
             PARTS[name](rt)

@@ -75,13 +75,21 @@ class KmsProcess:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-class EchoProcess:
-    def __init__(self) -> None:
+class ModuleServer:
+    """``python -m MODULE PORT`` on a free loopback port, started now and answering
+    ``ready_path``; killed again if it does not come up."""
+
+    def __init__(self, module: str, ready_path: str,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kms.bench.echo_app", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_http(f"http://127.0.0.1:{self.port}/docs", self.proc)
+        self.proc = subprocess.Popen([sys.executable, "-m", module, str(self.port)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http(self.url + ready_path, self.proc)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     @property
     def url(self) -> str:
@@ -90,3 +98,8 @@ class EchoProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+class EchoProcess(ModuleServer):
+    def __init__(self) -> None:
+        super().__init__("kms.bench.echo_app", "/docs")

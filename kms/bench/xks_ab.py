@@ -8,7 +8,6 @@ speed moves minute to minute, only those compare."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from kms.bench import wrk
 from kms.bench.bare_xks import BareProcess
 from kms.bench.processes import EchoProcess, KmsProcess
-from kms.bench.xks_load import KEY, encrypt_body, presign
+from kms.bench.xks_load import KEY, echo_requests, encrypt_body, presign
 
 PATH = f"/kms/xks/v1/keys/{KEY}/encrypt"
 
@@ -57,9 +56,8 @@ def main(argv: list[str]) -> int:
         add("bare", f"{bare.url}{PATH}", new.akid, new.secret, bare.proc.pid)
         echo = EchoProcess()
         echo_pid = echo.proc.pid
-        targets["echo"] = (echo.url + "/echo", [wrk.Prepared(
-            "POST", "/echo", {"Content-Type": "application/json"},
-            json.dumps(bodies[0]).encode())], lambda: _cpu_ticks(echo_pid))
+        targets["echo"] = (echo.url + "/echo", echo_requests(bodies[0]),
+                           lambda: _cpu_ticks(echo_pid))
         for url, requests, _ in targets.values():
             wrk.run(url, requests[:20], seconds=1)  # warm
         rps: dict[str, list[float]] = {name: [] for name in targets}

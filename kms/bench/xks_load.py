@@ -51,6 +51,12 @@ def encrypt_body(aad: bytes, key: str = KEY) -> dict[str, object]:
             "additionalAuthenticatedData": _b64(aad), "encryptionAlgorithm": "AES_GCM"}
 
 
+def echo_requests(body: dict[str, object]) -> list[wrk.Prepared]:
+    """The echo baseline's load: the same body as an XKS request, unsigned."""
+    return [wrk.Prepared("POST", "/echo", {"Content-Type": "application/json"},
+                         json.dumps(body).encode())]
+
+
 def run(seconds: int) -> dict[str, object]:
     kms = KmsProcess([KEY])
     echo = bare = None
@@ -89,10 +95,7 @@ def run(seconds: int) -> dict[str, object]:
                          presign(base + "/encrypt", kms.akid, kms.secret, enc_bodies),
                          seconds=seconds)
         echo = EchoProcess()
-        echo_body = json.dumps(enc_bodies[0]).encode()
-        echo_res = wrk.run(echo.url + "/echo",
-                           [wrk.Prepared("POST", "/echo", {"Content-Type": "application/json"},
-                                         echo_body)], seconds=seconds)
+        echo_res = wrk.run(echo.url + "/echo", echo_requests(enc_bodies[0]), seconds=seconds)
         echo.stop()
         echo = None
         # The reference: the mandatory work alone (kms/bench/bare_xks.py), right after echo

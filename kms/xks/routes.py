@@ -34,7 +34,7 @@ from kms.errors import (
 )
 from kms.hsmproc.channel import Fallback, HsmWorker
 from kms.logging import REQUEST_ID
-from kms.request_log import XKS_ROUTE, record_request, request_id_from
+from kms.request_log import record_request, request_id_from
 from kms.xks import wire
 from kms.xks.handler import HsmStep, XksHandler, XksRequest, XksResponse
 from kms.xks.pacing import RefusalPacer
@@ -82,7 +82,7 @@ class XksEndpoint:
                 self.observe(name, status, seconds)
             # what RequestObservability would do; a flood's refusals are counted, not logged
             record_request(scope, status, seconds, log_line=not flooding,
-                           audit_wait=audit_wait, route=XKS_ROUTE)
+                           audit_wait=audit_wait)
             REQUEST_ID.reset(bound)
 
     async def _handle_scope(self, scope: Scope,

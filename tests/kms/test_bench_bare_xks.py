@@ -11,10 +11,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
+import pytest
 
+from kms.bench import bare_xks
 from kms.bench.bare_xks import BareProcess
+from kms.bench.processes import ModuleServer
 from kms.bench.xks_load import encrypt_body, presign
 
 AKID = "BAREAKIDBAREAKID2345"
@@ -72,3 +76,22 @@ def test_bare_reference_verifies_encrypts_and_audits() -> None:
         assert _decrypt(bare, iv, ct, tag, os.urandom(32)) == "refused"
     finally:
         bare.stop()
+
+
+def test_a_server_that_does_not_start_is_reported_and_cleaned_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeError, match="server exited"):
+        ModuleServer("kms.bench.no_such_module", "/")
+    # The bare reference's token and database directory goes too.
+    workdir = tmp_path / "bare"
+    workdir.mkdir()
+    monkeypatch.setattr(bare_xks.tempfile, "mkdtemp", lambda prefix: str(workdir))
+
+    def no_server(self: ModuleServer, module: str, ready_path: str,
+                  env: dict[str, str] | None = None) -> None:
+        raise RuntimeError("server exited with 1")
+
+    monkeypatch.setattr(ModuleServer, "__init__", no_server)
+    with pytest.raises(RuntimeError, match="server exited"):
+        BareProcess(AKID, SECRET)
+    assert not workdir.exists()
