@@ -36,7 +36,7 @@ class Settings:
     audit_writer: str = "process"
     # KMS_HSM_WORKER: where `kms serve` makes the XKS encrypt and decrypt calls ("process":
     # an HSM worker process, kms/hsmproc/; "off": on the event loop, as the CLI does).
-    hsm_worker: str = "off"
+    hsm_worker: str = "process"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,7 +62,7 @@ class Settings:
             audit_origin=env.get("KMS_AUDIT_ORIGIN", "kms.local/audit"),
             fleet_size=_positive_int(env.get("KMS_FLEET_SIZE", "1"), "KMS_FLEET_SIZE"),
             audit_writer=_audit_writer(env.get("KMS_AUDIT_WRITER", "process")),
-            hsm_worker=_choice(env.get("KMS_HSM_WORKER", "off"), "KMS_HSM_WORKER",
+            hsm_worker=_choice(env.get("KMS_HSM_WORKER", "process"), "KMS_HSM_WORKER",
                                ("process", "off")),
         )
 

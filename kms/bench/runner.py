@@ -106,9 +106,9 @@ def table(r: dict[str, Any]) -> str:
             rows.append((name, f"{v['rps']:,.0f} req/s  p50 {v['p50_ms']:.2f} ms  "
                                f"p99 {v['p99_ms']:.2f} ms  errors {v['errors']}"))
 
-    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_worker", "xks_bare"):
+    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_inline", "xks_bare"):
         http(name)
-    for name in ("xks_vs_echo", "xks_hsm_worker_vs_echo", "xks_bare_vs_echo", "xks_vs_bare"):
+    for name in ("xks_vs_echo", "xks_hsm_inline_vs_echo", "xks_bare_vs_echo", "xks_vs_bare"):
         if name in r:
             rows.append((name, f"{r[name]:.3f}"))
     env = r.get("envelope", {})

@@ -32,10 +32,10 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     print(f"\nkms bench --quick: {result['elapsed_s']} s\n{done.stdout}")
 
-    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_worker", "xks_bare"):
+    for name in ("xks_encrypt", "xks_decrypt", "echo", "xks_encrypt_hsm_inline", "xks_bare"):
         assert all(positive(result[name][k]) for k in ("rps", "p50_ms", "p99_ms")), name
         assert result[name]["errors"] == 0, name
-    for name in ("xks_vs_echo", "xks_hsm_worker_vs_echo", "xks_bare_vs_echo", "xks_vs_bare",
+    for name in ("xks_vs_echo", "xks_hsm_inline_vs_echo", "xks_bare_vs_echo", "xks_vs_bare",
                  "envelope_vs_tink_cached",
                  "envelope_vs_tink_uncached", "envelope_vs_esdk", "audit_append_rps",
                  "audit_append_thread_rps", "audit_verify_rps"):
@@ -52,7 +52,7 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     gateway = result["gateway_overhead_ms"]
     assert isinstance(gateway["p50"], float) and isinstance(gateway["p99"], float)
     assert positive(gateway["requests"])
-    for name in ("xks_encrypt", "xks_vs_echo", "xks_hsm_worker_vs_echo", "xks_bare_vs_echo",
+    for name in ("xks_encrypt", "xks_vs_echo", "xks_hsm_inline_vs_echo", "xks_bare_vs_echo",
                  "xks_vs_bare", "envelope_vs_esdk",
                  "envelope_hsm_limit", "audit_append_rps",
                  "revoke_propagation_ms", "gateway_overhead_ms"):
@@ -104,8 +104,10 @@ def test_micro_edge_part_alternates_the_real_and_the_replaced_hsm_call(
 @pytest.mark.skipif(not wrk.available(), reason="wrk not installed (make install)")
 def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) -> None:
     """``python -m kms.bench.paced`` (docs/benchmarks.md, fifth pass): every answer a 200,
-    and the audit writer process (a child of kms serve) did the commits."""
-    done = subprocess.run([sys.executable, "-m", "kms.bench.paced", "20", "2"],
+    and the audit writer process (a child of kms serve) did the commits (the HSM calls on
+    the event loop: KMS_HSM_WORKER=off)."""
+    env = dict(os.environ, KMS_HSM_WORKER="off")
+    done = subprocess.run([sys.executable, "-m", "kms.bench.paced", "20", "2"], env=env,
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout.strip()
@@ -116,8 +118,8 @@ def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) 
     assert children_us > 0, out  # the writer process worked; the thread did not
 
 
-def test_paced_bench_reports_the_hsm_worker_when_it_is_on(tmp_path: Path) -> None:
-    env = dict(os.environ, KMS_HSM_WORKER="process")
+def test_paced_bench_reports_the_hsm_worker_on_by_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KMS_HSM_WORKER"}
     done = subprocess.run([sys.executable, "-m", "kms.bench.paced", "20", "2"], env=env,
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
