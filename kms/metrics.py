@@ -16,9 +16,11 @@ token, a path with values in it, or anything a client chose.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +40,8 @@ from hsm.interface import Hsm
 from hsm.types import GcmCiphertext, KeyAttributes
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+#: The route label of every XKS request (its path carries the store's prefix and key id)
+XKS_ROUTE: Final = "/{prefix}/kms/xks/v1/{rest}"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 #: Where the metric objects live (never the prometheus-client global default registry).
@@ -130,17 +134,81 @@ def outcome_for_status(status: int) -> str:
     return "ok" if status < 400 else str(status)
 
 
-def observe_xks(name: str, status: int, seconds: float) -> None:
-    """The ``XksEndpoint(observe=...)`` callback: ``name`` is the XKS operation."""
-    observe_request(f"xks.{name}", outcome_for_status(status), seconds)
+def _adder(child: Any) -> Callable[[float], None]:
+    """``child.inc`` without prometheus-client's per-call checks (observability, a
+    non-negative amount: both hold by construction here): the value's own ``inc``, which
+    takes its lock or writes its memory-mapped file. The public method if this version of
+    prometheus-client keeps its value elsewhere."""
+    inc = getattr(getattr(child, "_value", None), "inc", None)
+    return inc if callable(inc) else child.inc  # type: ignore[no-any-return]
+
+
+def _observer(child: Any) -> Callable[[float], None]:
+    """``child.observe`` as :func:`_adder` does ``inc``: the sum, and the one bucket found
+    by bisection (prometheus-client scans the bounds in Python; it keeps one count per
+    bucket and adds them up when scraped)."""
+    try:
+        add_sum = child._sum.inc
+        buckets = tuple(bucket.inc for bucket in child._buckets)
+        bounds = tuple(child._upper_bounds)
+    except AttributeError:
+        return child.observe  # type: ignore[no-any-return]
+    if len(buckets) != len(bounds) or bounds[-1] != math.inf:
+        return child.observe  # type: ignore[no-any-return]
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        buckets[bisect_left(bounds, amount)](1)  # the first bound >= amount, as observe()
+
+    return observe
+
+
+#: per (operation, method, status): what one XKS answer adds, resolved once
+_XKS_SERIES: dict[tuple[str, str, int], Callable[[float], None]] = {}
+
+
+def observe_xks(name: str, method: str, status: int, seconds: float) -> None:
+    """The ``XksEndpoint(observe=...)`` callback, once per answer (``name`` is the XKS
+    operation): what :func:`observe_request` (``xks.<name>``) and :func:`observe_http`
+    (the XKS route) would count, with the children and their methods looked up once."""
+    series = _XKS_SERIES.get((name, method, status))
+    if series is None:
+        series = _xks_series(name, method, status)
+    series(seconds)
+
+
+def _xks_series(name: str, method: str, status: int) -> Callable[[float], None]:
+    endpoint = f"xks.{name}"
+    count = _adder(_child(REQUESTS, endpoint, outcome_for_status(status)))
+    latency = _observer(_child(REQUEST_LATENCY, endpoint))
+    http = _adder(_child(HTTP_REQUESTS, XKS_ROUTE, method, str(status)))
+    worker = _adder(WORKER_REQUESTS)
+
+    def series(seconds: float) -> None:
+        count(1)
+        latency(seconds)
+        http(1)
+        worker(1)
+
+    if len(_XKS_SERIES) < _MAX_CHILDREN:  # bounded labels (see above); else not kept
+        _XKS_SERIES[(name, method, status)] = series
+    return series
 
 
 def observe_http(route: str, method: str, status: int) -> None:
     _child(HTTP_REQUESTS, route, method, str(status)).inc()
 
 
+_HSM_SERIES: dict[tuple[str, str], Callable[[float], None]] = {}
+
+
 def observe_hsm_call(operation: str, outcome: str, seconds: float) -> None:
-    _child(HSM_LATENCY, operation, outcome).observe(seconds)
+    observe = _HSM_SERIES.get((operation, outcome))
+    if observe is None:
+        observe = _observer(_child(HSM_LATENCY, operation, outcome))
+        if len(_HSM_SERIES) < _MAX_CHILDREN:
+            _HSM_SERIES[(operation, outcome)] = observe
+    observe(seconds)
 
 
 def observe_audit_batch(size: int, seconds: float) -> None:

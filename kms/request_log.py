@@ -55,7 +55,7 @@ def request_id_from(scope: Scope) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):020x}"
 
 
-XKS_ROUTE = "/{prefix}/kms/xks/v1/{rest}"
+XKS_ROUTE = metrics.XKS_ROUTE
 
 
 def route_template(scope: Scope) -> str:
@@ -69,15 +69,8 @@ def route_template(scope: Scope) -> str:
     return "(unmatched)"
 
 
-def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool = True,
-                   audit_wait: float | None = None) -> None:
-    """Metrics and the ``http_request`` log line of one finished request (also called
-    by the XKS front door, kms/xks/routes.py, which bypasses this middleware). The front
-    door passes ``log_line=False`` for a refusal beyond its source's auth-failure budget:
-    a flood is counted (metrics, the audit log's ``suppressed_since_last``), not logged
-    line by line. It passes ``audit_wait``, the part of ``seconds`` that the answer waited
-    for its durable audit record (logged as ``audit_wait_ms``): a slow answer says whether
-    it was slow in the service or in the audit log's commit (the disk)."""
+def record_request(scope: Scope, status: int, seconds: float) -> None:
+    """Metrics and the ``http_request`` log line of one finished request."""
     route = route_template(scope)
     method = str(scope.get("method", ""))
     state: dict[str, Any] = scope.get("state") or {}
@@ -86,16 +79,36 @@ def record_request(scope: Scope, status: int, seconds: float, *, log_line: bool 
     if route.startswith(ADMIN_PREFIX):
         outcome = str(error_name) if error_name else metrics.outcome_for_status(status)
         metrics.observe_request(f"{method} {route}", outcome, seconds)
-    if not log_line or (route == XKS_ROUTE and status < 400 and not ACCESS_LOG_ALL):
+    if route == XKS_ROUTE and status < 400 and not ACCESS_LOG_ALL:
         return  # every XKS request is in the audit log; KMS_ACCESS_LOG=all logs these too
+    log_request(method, route, status, seconds, error=error_name,
+                actor=state.get(ACTOR_STATE))
+
+
+def xks_log_line(status: int) -> bool:
+    """Whether an XKS answer of ``status`` gets an ``http_request`` line: refusals and
+    errors (every XKS request is in the audit log), or all with KMS_ACCESS_LOG=all."""
+    return status >= 400 or ACCESS_LOG_ALL
+
+
+def log_request(method: str, route: str, status: int, seconds: float, *,
+                audit_wait: float | None = None, error: object = None,
+                actor: object = None) -> None:
+    """The ``http_request`` log line. The XKS front door (kms/xks/routes.py, which bypasses
+    the middleware and counts its own metrics: kms.metrics.observe_xks) logs through this
+    too, with ``audit_wait``: the part of ``seconds`` that the answer waited for its durable
+    audit record (``audit_wait_ms``), so a slow answer says whether it was slow in the
+    service or in the audit log's commit (the disk). It logs no refusal beyond its source's
+    auth-failure budget: a flood is counted (metrics, the audit log's
+    ``suppressed_since_last``), not logged line by line."""
     fields: dict[str, Any] = {"method": method, "route": route, "status": status,
                               "duration_ms": round(seconds * 1000, 3)}
     if audit_wait is not None:
         fields["audit_wait_ms"] = round(audit_wait * 1000, 3)
-    if error_name:
-        fields["error"] = error_name
-    if state.get(ACTOR_STATE):
-        fields["actor"] = state[ACTOR_STATE]
+    if error:
+        fields["error"] = error
+    if actor:
+        fields["actor"] = actor
     level = "warning" if status >= 500 else "info"
     getattr(log, level)("http_request", **fields)
 

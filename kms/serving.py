@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hsm.aio import AsyncHsm
-from kms import metrics
 from kms.audit.event import SYSTEM_ACTOR
 from kms.hsmproc.channel import HsmWorker
 from kms.logging import get_logger
@@ -49,7 +48,7 @@ class AppState:
         self.stop = threading.Event()
         handler = XksHandler(runtime.keys, runtime.cache, runtime.credentials, runtime.hsm,
                              runtime.clock, fleet_size=runtime.settings.fleet_size)
-        self.xks = XksEndpoint(handler, runtime.audit, observe=metrics.observe_xks,
+        self.xks = XksEndpoint(handler, runtime.audit,
                                workers=int(os.environ.get("KMS_XKS_THREADS", "8")),
                                inline=os.environ.get("KMS_XKS_INLINE", "1") != "0")
 

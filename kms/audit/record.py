@@ -249,8 +249,12 @@ class RequestMetadata:
     kmsOperation: str | None = None
 
     def __post_init__(self) -> None:
-        for name in REQUEST_FIELDS:
-            _check_str(getattr(self, name), f"request.{name}", optional=True)
+        for value in (self.kmsRequestId, self.awsPrincipalArn, self.kmsKeyArn,
+                      self.kmsViaService, self.awsSourceVpce, self.kmsOperation):
+            if value is not None and (not isinstance(value, str)
+                                      or not 0 < len(value) <= _MAX_STR):
+                for name in REQUEST_FIELDS:  # the first bad one, by name
+                    _check_str(getattr(self, name), f"request.{name}", optional=True)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in REQUEST_FIELDS}
@@ -266,8 +270,15 @@ class RequestMetadata:
         """Keep the audited subset of an XKS ``requestMetadata`` object: its fields in
         REQUEST_FIELDS that are non-empty strings, each cut to the record's limit (2,048
         characters, the spec's longest ARN); everything else is dropped."""
-        return cls(**{k: v[:_MAX_STR] for k in REQUEST_FIELDS
-                      if isinstance(v := metadata.get(k), str) and v})
+        get = metadata.get
+        return cls(_kept(get("kmsRequestId")), _kept(get("awsPrincipalArn")),
+                   _kept(get("kmsKeyArn")), _kept(get("kmsViaService")),
+                   _kept(get("awsSourceVpce")), _kept(get("kmsOperation")))
+
+
+def _kept(value: object) -> str | None:
+    """An XKS ``requestMetadata`` value as the log keeps it (RequestMetadata.from_xks)."""
+    return value[:_MAX_STR] if isinstance(value, str) and value else None
 
 
 DetailValue = str | int | bool | None

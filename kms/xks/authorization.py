@@ -8,6 +8,7 @@ Health is never subject to these rules (spec).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -46,11 +47,15 @@ def check(rules_json: str | None, metadata: RequestMetadata) -> None:
     """Raise DeniedByRule naming the first rule the request fails."""
     if not rules_json:
         return
-    rules: Mapping[str, list[str]] = json.loads(rules_json)
-    for name in RULE_FIELDS:
-        allowed = rules.get(name)
-        if allowed is None:
-            continue
+    for name, allowed in _rules(rules_json):
         value = metadata.raw.get(name)
         if not isinstance(value, str) or value not in allowed:
             raise DeniedByRule(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _rules(rules_json: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """A key's stored rules (written by ``parse_rules``), in RULE_FIELDS order; cached by
+    their text, which changes when they do."""
+    rules: Mapping[str, list[str]] = json.loads(rules_json)
+    return tuple((name, frozenset(rules[name])) for name in RULE_FIELDS if name in rules)

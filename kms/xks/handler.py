@@ -132,6 +132,8 @@ class XksResponse:
 
 
 _UNAUTHENTICATED = Actor(kind=ActorKind.XKS_CREDENTIAL, id="unauthenticated")
+_OK, _DENIED, _ERROR = Outcome.OK, Outcome.DENIED, Outcome.ERROR
+_NO_DETAIL: MappingProxyType[str, DetailValue] = MappingProxyType({})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -148,22 +150,12 @@ class _Call:
     store: KeyStore
     key_id: str | None
     actor: Actor
+    started: float  # time.perf_counter() when the request began (the record's latency)
+    name: str  # the XKS operation, as the path names it (metrics)
     request: AuditRequest | None = None
     key_version: int | None = None
     ctx_hash: str | None = None
     detail: dict[str, DetailValue] | None = None
-
-
-@quick_init
-@dataclass(frozen=True, slots=True)
-class _Deferred:
-    """What ``_dispatch`` gives for a request with one HSM call still to make."""
-
-    hsm_call: GcmCall
-    key: KeyRecord  # the snapshot the request was checked against
-    usage: KeyUsage
-    version: int
-    finish: Callable[[GcmResult], bytes]  # the response body, from the call's result
 
 
 @quick_init
@@ -174,12 +166,10 @@ class HsmStep:
 
     hsm_call: GcmCall
     call: _Call
-    started: float
-    name: str
-    key: KeyRecord
+    key: KeyRecord  # the snapshot the request was checked against
     usage: KeyUsage
     version: int
-    finish: Callable[[GcmResult], bytes]
+    finish: Callable[[GcmResult], bytes]  # the response body, from the call's result
 
 
 class XksHandler:
@@ -225,13 +215,14 @@ class XksHandler:
             self.keys.confirm(step.key, step.usage, step.version)
             body = step.finish(outcome)
         except KmsError as exc:
-            return self._error(exc, step.call, step.started, step.name)
+            return self._error(exc, step.call, step.call.started, step.call.name)
         except WouldBlock:
             raise  # the edge completes the request on a worker thread
         except Exception:  # never a stack trace to the caller
-            return self._error(InternalError("internal error"), step.call, step.started,
-                               step.name)
-        return XksResponse(200, body, self._event(step.call, step.started, None), step.name)
+            return self._error(InternalError("internal error"), step.call, step.call.started,
+                               step.call.name)
+        call = step.call
+        return XksResponse(200, body, self._event(call, None), call.name)
 
     def begin(self, req: XksRequest) -> XksResponse | HsmStep:
         """Every check of the request, up to its HSM call if it makes one (encrypt without
@@ -246,8 +237,8 @@ class XksHandler:
             return self._refuse(InvalidUriPathError("unknown URI path"), req, started,
                                 "unknown")
         name = "health" if match.group("health") else match.group("op")
-        call = _Call(op=OPERATIONS[name], store=store, key_id=match.group("key"),
-                     actor=_UNAUTHENTICATED)
+        call = _Call(OPERATIONS[name], store, match.group("key"), _UNAUTHENTICATED, started,
+                     name)
         if req.method != "POST":
             return self._refuse(MethodNotAllowed(f"method {req.method} is not allowed"), req,
                                 started, name)
@@ -274,19 +265,19 @@ class XksHandler:
         call.actor = _credential_actor(caller.access_key_id)
         try:
             self.throttle.check(store.name, store.throttle_rps)
-            body = self._dispatch(name, call, req.body)
+            body = self._dispatch(call, req.body)
         except KmsError as exc:
             return self._error(exc, call, started, name)
         except (WouldBlock, RebuildDeferred):
             raise  # the edge reruns the request on a worker thread
         except Exception:  # never a stack trace to the caller
             return self._error(InternalError("internal error"), call, started, name)
-        if isinstance(body, _Deferred):
-            return HsmStep(body.hsm_call, call, started, name, body.key, body.usage,
-                           body.version, body.finish)
-        return XksResponse(200, body, self._event(call, started, None), name)
+        if isinstance(body, HsmStep):
+            return body
+        return XksResponse(200, body, self._event(call, None), name)
 
-    def _dispatch(self, name: str, call: _Call, body: bytes) -> bytes | _Deferred:
+    def _dispatch(self, call: _Call, body: bytes) -> bytes | HsmStep:
+        name = call.name
         if name == "health":
             if not may_block() and not self._health_fresh():
                 raise WouldBlock()  # the deep check is two HSM calls: not on the loop
@@ -327,7 +318,7 @@ class XksHandler:
         usage = [u.value for u in (KeyUsage.ENCRYPT, KeyUsage.DECRYPT) if u in key.usage]
         return wire.metadata_response(usage, "ENABLED" if enabled else "DISABLED")
 
-    def _encrypt(self, call: _Call, req: wire.EncryptRequest) -> bytes | _Deferred:
+    def _encrypt(self, call: _Call, req: wire.EncryptRequest) -> bytes | HsmStep:
         assert call.key_id is not None
         if req.wants_cdiv and not may_block():
             raise WouldBlock()  # two HSM calls (encrypt, verifying decrypt): not on the loop
@@ -335,37 +326,36 @@ class XksHandler:
         call.ctx_hash = context_hash(aad)
 
         def aad_for(version: int) -> bytes:
-            return wire.hsm_aad(aad, wire.encode_ciphertext_metadata(SCHEME_VERSION, version))
+            return wire.hsm_aad(aad, wire.ciphertext_metadata_v1(version))
 
         authorize = self._authorizer(call, req.request_metadata)
-
-        def authorize_encrypt(key: KeyRecord) -> None:
-            authorize(key)
-            # Spec appendix C: the CDIV is proven by an XKS *decrypt* of the output, so a
-            # key without DECRYPT cannot give one (InvalidKeyUsageException, before the HSM).
-            if req.wants_cdiv and KeyUsage.DECRYPT not in key.usage:
-                raise InvalidKeyUsageError(
-                    "a ciphertextDataIntegrityValue needs a key that allows DECRYPT")
-
         key_id, store = call.key_id, call.store.name
         if not req.wants_cdiv:  # one HSM call: made by the caller of begin()
             key, version, hsm_call = self.keys.encrypt_call(
-                key_id, req.plaintext, aad_for, store=store, authorize=authorize_encrypt)
+                key_id, req.plaintext, aad_for, store=store, authorize=authorize)
 
             def finish(result: GcmResult) -> bytes:
                 assert isinstance(result, GcmCiphertext)
                 call.key_version = version
                 return wire.encrypt_response(
                     result.ciphertext, result.iv, result.tag,
-                    ciphertext_metadata=wire.encode_ciphertext_metadata(SCHEME_VERSION,
-                                                                        version))
+                    ciphertext_metadata=wire.ciphertext_metadata_v1(version))
 
-            return _Deferred(hsm_call, key, KeyUsage.ENCRYPT, version, finish)
+            return HsmStep(hsm_call, call, key, KeyUsage.ENCRYPT, version, finish)
+
+        def authorize_cdiv(key: KeyRecord) -> None:
+            authorize(key)
+            # Spec appendix C: the CDIV is proven by an XKS *decrypt* of the output, so a
+            # key without DECRYPT cannot give one (InvalidKeyUsageException, before the HSM).
+            if KeyUsage.DECRYPT not in key.usage:
+                raise InvalidKeyUsageError(
+                    "a ciphertextDataIntegrityValue needs a key that allows DECRYPT")
+
         # Spec: compute the CDIV, then decrypt once to prove the ciphertext is sound.
         enc = self.keys.encrypt(key_id, req.plaintext, aad_for, store=store,
-                                authorize=authorize_encrypt)
+                                authorize=authorize_cdiv)
         call.key_version = enc.version
-        md = wire.encode_ciphertext_metadata(SCHEME_VERSION, enc.version)
+        md = wire.ciphertext_metadata_v1(enc.version)
         ct = enc.ciphertext
         integrity = wire.cdiv(aad, md, ct.iv, ct.ciphertext, ct.tag)
         check = self.keys.decrypt(key_id, enc.version, ct, aad_for(enc.version), store=store,
@@ -375,7 +365,7 @@ class XksHandler:
         return wire.encrypt_response(ct.ciphertext, ct.iv, ct.tag, ciphertext_metadata=md,
                                      ciphertext_data_integrity_value=integrity)
 
-    def _decrypt(self, call: _Call, req: wire.DecryptRequest) -> _Deferred:
+    def _decrypt(self, call: _Call, req: wire.DecryptRequest) -> HsmStep:
         assert call.key_id is not None
         call.ctx_hash = context_hash(req.additional_authenticated_data)
         md = wire.decode_ciphertext_metadata(req.ciphertext_metadata)
@@ -394,7 +384,7 @@ class XksHandler:
             call.key_version = md.key_version
             return wire.decrypt_response(result)
 
-        return _Deferred(hsm_call, key, KeyUsage.DECRYPT, md.key_version, finish)
+        return HsmStep(hsm_call, call, key, KeyUsage.DECRYPT, md.key_version, finish)
 
     def _health_fresh(self) -> bool:
         with self._health_lock:
@@ -446,21 +436,19 @@ class XksHandler:
     def _audit_request(md: wire.RequestMetadata) -> AuditRequest:
         return AuditRequest.from_xks(md.raw)
 
-    def _event(self, call: _Call, started: float, exc: KmsError | None) -> AuditEvent:
+    def _event(self, call: _Call, exc: KmsError | None) -> AuditEvent:
         if exc is None:
-            outcome = Outcome.OK
-        elif exc.http_status in (401, 403):
-            outcome = Outcome.DENIED
+            outcome, error = _OK, None
         else:
-            outcome = Outcome.ERROR
-        key_id = call.key_id if call.key_id is None or len(call.key_id) <= 128 else None
-        return AuditEvent(
-            op=call.op, outcome=outcome, actor=call.actor, key_id=key_id,
-            key_version=call.key_version, store=call.store.name,
-            error=None if exc is None else exc.error_name, request=call.request,
-            context_hash=call.ctx_hash,
-            latency_us=int((time.perf_counter() - started) * 1e6),
-            detail=call.detail or {})
+            outcome = _DENIED if exc.http_status in (401, 403) else _ERROR
+            error = exc.error_name
+        key_id = call.key_id
+        if key_id is not None and len(key_id) > 128:
+            key_id = None
+        return AuditEvent(call.op, outcome, call.actor, key_id, call.key_version,
+                          call.store.name, error, call.request, call.ctx_hash,
+                          int((time.perf_counter() - call.started) * 1e6),
+                          call.detail or _NO_DETAIL)
 
     def _refuse(self, exc: KmsError, req: XksRequest, started: float,
                 name: str) -> XksResponse:
@@ -476,6 +464,6 @@ class XksHandler:
     def _error(self, exc: KmsError, call: _Call | None, started: float,
                name: str) -> XksResponse:
         status, body = wire.error_body_for(exc)
-        event = None if call is None else self._event(call, started, exc)
+        event = None if call is None else self._event(call, exc)
         return XksResponse(status, body, event, name)
 

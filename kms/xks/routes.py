@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from hsm import HsmError, RebuildDeferred
 from hsm.calls import GcmResult
 from hsm.pkcs11_hsm import no_rebuild
+from kms import metrics
 from kms.audit.log import AuditLog
 from kms.db.engine import WouldBlock, non_blocking
 from kms.errors import (
@@ -34,7 +35,7 @@ from kms.errors import (
 )
 from kms.hsmproc.channel import Fallback, HsmWorker
 from kms.logging import REQUEST_ID
-from kms.request_log import record_request, request_id_from
+from kms.request_log import XKS_ROUTE, log_request, request_id_from, xks_log_line
 from kms.xks import wire
 from kms.xks.handler import HsmStep, XksHandler, XksRequest, XksResponse
 from kms.xks.pacing import RefusalPacer
@@ -43,7 +44,7 @@ MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_S = 5.0
 JSON = "application/json"
 
-Observer = Callable[[str, int, float], None]
+Observer = Callable[[str, str, int, float], None]  # operation, method, status, seconds
 
 
 def _json(status: int, body: bytes) -> Response:
@@ -52,7 +53,7 @@ def _json(status: int, body: bytes) -> Response:
 
 class XksEndpoint:
     def __init__(self, handler: XksHandler, audit: AuditLog, *, workers: int = 8,
-                 observe: Observer | None = None, inline: bool = True) -> None:
+                 observe: Observer | None = metrics.observe_xks, inline: bool = True) -> None:
         self.handler = handler
         self.audit = audit
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xks")
@@ -78,11 +79,12 @@ class XksEndpoint:
             await send({"type": "http.response.body", "body": body})
         finally:
             seconds = time.perf_counter() - started
+            # what RequestObservability would do (kms/request_log.py): the metrics, and the
+            # log line of a refusal or error; a flood's refusals are counted, not logged
             if self.observe is not None:
-                self.observe(name, status, seconds)
-            # what RequestObservability would do; a flood's refusals are counted, not logged
-            record_request(scope, status, seconds, log_line=not flooding,
-                           audit_wait=audit_wait)
+                self.observe(name, scope["method"], status, seconds)
+            if not flooding and xks_log_line(status):
+                log_request(scope["method"], XKS_ROUTE, status, seconds, audit_wait=audit_wait)
             REQUEST_ID.reset(bound)
 
     async def _handle_scope(self, scope: Scope,

@@ -230,6 +230,20 @@ def _signed_header_names(signed_list: str) -> tuple[str, ...]:
     return tuple(signed_headers)
 
 
+@functools.lru_cache(maxsize=256)
+def _path_allowed(raw_path: str) -> bool:
+    """Whether SigV4's URI encoding of ``raw_path`` (at most MAX_PATH_LENGTH long: the
+    caller checks, so the cache holds short strings only) is the path itself. Cached: a
+    client uses a few paths (XKS: one per key and operation)."""
+    return _PATH_RE.fullmatch(raw_path) is not None and _DOT_SEGMENT_RE.search(raw_path) is None
+
+
+@functools.lru_cache(maxsize=64)
+def _method_allowed(method: str) -> bool:
+    """(The caller bounds the length, as for paths.)"""
+    return method == method.upper() and method.isascii() and method.isalpha()
+
+
 def verify_sigv4(
     method: str,
     raw_path: str,
@@ -280,6 +294,7 @@ def verify_sigv4(
     signed_headers = _signed_header_names(signed_list)
 
     canonical_lines: list[str] = []
+    amz_date = ""
     for name in signed_headers:
         value = lowered.get(name)
         if value is None:
@@ -288,10 +303,12 @@ def verify_sigv4(
             raise _reject("duplicate signed header")
         if len(value) > MAX_HEADER_VALUE_LENGTH:
             raise _reject("signed header too long")
-        canonical_lines.append(f"{name}:{_canonical_value(value)}\n")
+        value = " ".join(value.split())  # SigV4 "Trimall": strip, collapse whitespace runs
+        if name == "x-amz-date":
+            amz_date = value
+        canonical_lines.append(f"{name}:{value}\n")
 
-    amz_date = _canonical_value(lowered["x-amz-date"])
-    signed_at = _parse_amz_date(amz_date)
+    signed_at = _parse_amz_date(amz_date)  # x-amz-date is always signed: checked above
     if amz_date[:8] != scope_day:
         raise _reject("credential scope date does not match x-amz-date")
     if abs(now - signed_at) > MAX_CLOCK_SKEW:
@@ -299,13 +316,9 @@ def verify_sigv4(
 
     if query:
         raise _reject("query strings are not supported")
-    if (
-        len(raw_path) > MAX_PATH_LENGTH
-        or _PATH_RE.fullmatch(raw_path) is None
-        or _DOT_SEGMENT_RE.search(raw_path) is not None
-    ):
+    if len(raw_path) > MAX_PATH_LENGTH or not _path_allowed(raw_path):
         raise _reject("unsupported request path")
-    if method != method.upper() or not method.isascii() or not method.isalpha():
+    if len(method) > 16 or not _method_allowed(method):
         raise _reject("unsupported method")
 
     payload_hash = hashlib.sha256(body).hexdigest()

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -97,6 +98,7 @@ __all__ = [
     "MetadataRequest",
     "RequestMetadata",
     "cdiv",
+    "ciphertext_metadata_v1",
     "decode_ciphertext_metadata",
     "decrypt_response",
     "encode_ciphertext_metadata",
@@ -136,8 +138,6 @@ CIPHERTEXT_METADATA_SCHEME_V1 = 1
 _METADATA_V1 = struct.Struct(">BI")  # scheme version, key version
 _MAX_KEY_VERSION = 0xFFFFFFFF
 
-# Canonical standard Base64 with padding; URL-safe characters and whitespace never match.
-_BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", re.ASCII)
 _ERROR_NAME_RE = re.compile(r"[A-Z][A-Za-z]{0,62}Exception", re.ASCII)
 _NOT_PRINTABLE_ASCII_RE = re.compile(r"[^\x20-\x7e]")
 
@@ -272,27 +272,32 @@ def _parse_request_metadata(
     raw = document.get(_REQUEST_METADATA)
     if not isinstance(raw, dict) or not raw:
         raise ValidationError("requestMetadata is required and must be a non-empty object.")
+    get = raw.get
+    kms_request_id, kms_operation = get("kmsRequestId"), get("kmsOperation")
+    principal, key_arn = get("awsPrincipalArn"), get("kmsKeyArn")
+    via, vpc, vpce = get("kmsViaService"), get("awsSourceVpc"), get("awsSourceVpce")
+    # One test for the usual case; the first failing field, in order, for the error.
+    if not (isinstance(kms_request_id, str) and isinstance(kms_operation, str)
+            and (isinstance(principal, str) or (principal is None and not principal_required))
+            and (isinstance(key_arn, str) or (key_arn is None and not key_arn_required))
+            and (via is None or isinstance(via, str)) and (vpc is None or isinstance(vpc, str))
+            and (vpce is None or isinstance(vpce, str))):
+        _metadata_error(raw, principal_required, key_arn_required)
+    return RequestMetadata(kms_request_id, kms_operation, principal, key_arn, via, vpc, vpce,
+                           MappingProxyType(raw))  # the parsed document's own: not shared
+
+
+def _metadata_error(raw: Mapping[str, Any], principal_required: bool,
+                    key_arn_required: bool) -> NoReturn:
     where = "requestMetadata."
-    kms_request_id = _required_string(raw, "kmsRequestId", where)
-    kms_operation = _required_string(raw, "kmsOperation", where)
-    if principal_required:
-        aws_principal_arn: str | None = _required_string(raw, "awsPrincipalArn", where)
-    else:
-        aws_principal_arn = _optional_string(raw, "awsPrincipalArn", where)
-    if key_arn_required:
-        kms_key_arn: str | None = _required_string(raw, "kmsKeyArn", where)
-    else:
-        kms_key_arn = _optional_string(raw, "kmsKeyArn", where)
-    return RequestMetadata(
-        kms_request_id=kms_request_id,
-        kms_operation=kms_operation,
-        aws_principal_arn=aws_principal_arn,
-        kms_key_arn=kms_key_arn,
-        kms_via_service=_optional_string(raw, "kmsViaService", where),
-        aws_source_vpc=_optional_string(raw, "awsSourceVpc", where),
-        aws_source_vpce=_optional_string(raw, "awsSourceVpce", where),
-        raw=MappingProxyType(dict(raw)),
-    )
+    _required_string(raw, "kmsRequestId", where)
+    _required_string(raw, "kmsOperation", where)
+    for name, required in (("awsPrincipalArn", principal_required),
+                           ("kmsKeyArn", key_arn_required)):
+        (_required_string if required else _optional_string)(raw, name, where)
+    for name in ("kmsViaService", "awsSourceVpc", "awsSourceVpce"):
+        _optional_string(raw, name, where)
+    raise InternalError("requestMetadata failed a check that names no field")
 
 
 def _max_base64_length(max_bytes: int) -> int:
@@ -310,24 +315,25 @@ def _decode_base64(
         return None
     if not isinstance(value, str):
         raise ValidationError(f"{name} must be a Base64 string.")
-    too_big = UnsupportedOperationError(
-        f"{name} exceeds the supported maximum of {max_bytes} bytes."
-    )
     if len(value) > _max_base64_length(max_bytes):
-        raise too_big
-    if _BASE64_RE.fullmatch(value) is None:
-        raise ValidationError(f"{name} must be standard Base64 with padding.")
-    encoded = value.encode("ascii")
+        raise _too_big(name, max_bytes)
     try:
+        encoded = value.encode("ascii")
         decoded = binascii.a2b_base64(encoded, strict_mode=True)
-    except binascii.Error:
+    except (UnicodeEncodeError, binascii.Error):
         raise ValidationError(f"{name} must be standard Base64 with padding.") from None
-    if base64.b64encode(decoded) != encoded:
-        # Non-zero trailing bits ("QR==" for b"A"): two spellings of one value; refuse.
-        raise ValidationError(f"{name} must be canonical Base64.")
+    if binascii.b2a_base64(decoded, newline=False) != encoded:
+        # Strict decoding still takes two spellings of one value: non-zero trailing bits
+        # ("QR==" for b"A") and padding after a whole quantum ("QUJD="). Only the
+        # canonical one, the encoding of what it decodes to, is accepted.
+        raise ValidationError(f"{name} must be canonical standard Base64 with padding.")
     if len(decoded) > max_bytes:
-        raise too_big
+        raise _too_big(name, max_bytes)
     return decoded
+
+
+def _too_big(name: str, max_bytes: int) -> UnsupportedOperationError:
+    return UnsupportedOperationError(f"{name} exceeds the supported maximum of {max_bytes} bytes.")
 
 
 def _parse_encryption_algorithm(document: Mapping[str, Any]) -> str:
@@ -436,6 +442,12 @@ def encode_ciphertext_metadata(scheme_version: int, key_version: int) -> bytes:
     if isinstance(key_version, bool) or not 0 <= key_version <= _MAX_KEY_VERSION:
         raise ValueError("key_version must be an integer in [0, 2**32-1]")
     return _METADATA_V1.pack(scheme_version, key_version)
+
+
+@functools.lru_cache(maxsize=1024)
+def ciphertext_metadata_v1(key_version: int) -> bytes:
+    """``encode_ciphertext_metadata(1, key_version)``, cached (a key has a few versions)."""
+    return encode_ciphertext_metadata(CIPHERTEXT_METADATA_SCHEME_V1, key_version)
 
 
 def decode_ciphertext_metadata(data: bytes | None) -> CiphertextMetadata:

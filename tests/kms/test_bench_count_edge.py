@@ -10,8 +10,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("stub", [False, True])
-def test_count_edge_runs_its_requests(stub: bool) -> None:
-    args = [sys.executable, "-m", "kms.bench.count_edge", "40", *(["--stub-hsm"] if stub else [])]
+@pytest.mark.parametrize("flags", [[], ["--stub-hsm"], ["--stub-hsm", "--sequential"]])
+def test_count_edge_runs_its_requests(flags: list[str]) -> None:
+    args = [sys.executable, "-m", "kms.bench.count_edge", "40", *flags]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
