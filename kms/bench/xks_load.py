@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import statistics
 import uuid
 from urllib.parse import urlsplit
 
@@ -57,12 +58,38 @@ def echo_requests(body: dict[str, object]) -> list[wrk.Prepared]:
                          json.dumps(body).encode())]
 
 
+def _merged(results: list[wrk.LoadResult]) -> dict[str, float]:
+    """One target's rounds as one run: requests over the rounds' time, the percentiles of
+    all their latencies together (wrk.merged_percentile_ms), errors summed."""
+    seconds = sum(r.requests / r.rps for r in results if r.rps > 0)
+    requests = sum(r.requests for r in results)
+    return {"rps": round(requests / seconds, 1) if seconds else 0.0,
+            "p50_ms": round(wrk.merged_percentile_ms(results, 0.50), 3),
+            "p99_ms": round(wrk.merged_percentile_ms(results, 0.99), 3),
+            "requests": requests, "errors": sum(r.errors for r in results)}
+
+
+def _ratio(a: list[wrk.LoadResult], b: list[wrk.LoadResult]) -> float:
+    """The median of the rounds' ratios: each round's two runs were made minutes closer
+    together than two whole runs would be, on a machine whose speed moves that fast."""
+    return round(statistics.median(x.rps / y.rps for x, y in zip(a, b, strict=True)), 3)
+
+
 def run(seconds: int) -> dict[str, object]:
-    kms = KmsProcess([KEY], env={"KMS_HSM_WORKER": "process"})  # the default, whatever the
-    # environment says
+    """The encrypts of ``kms serve`` (as configured by default, and with the HSM calls on
+    the event loop), the echo baseline and the bare reference take turns in rounds
+    (``seconds`` of wrk each in all, the order reversed every other round); the ratios
+    are the medians of the rounds' ratios. The decrypts run once, before."""
+    servers: list[KmsProcess] = []
     echo = bare = None
     try:
+        # the default, whatever the environment says; and the HSM calls on the event loop
+        kms = KmsProcess([KEY], env={"KMS_HSM_WORKER": "process"})
+        servers.append(kms)
         kms.start()
+        inline = KmsProcess([KEY], env={"KMS_HSM_WORKER": "off"})
+        servers.append(inline)
+        inline.start()
         base = f"{kms.url}/xks/kms/xks/v1/keys/{KEY}"
         aad = os.urandom(32)
         enc_bodies = [encrypt_body(aad) for _ in range(PRESIGNED)]
@@ -77,46 +104,44 @@ def run(seconds: int) -> dict[str, object]:
                 "initializationVector": _b64(ct.iv), "authenticationTag": _b64(ct.tag),
                 "ciphertextMetadata": _b64(ct.metadata or b""),
                 "additionalAuthenticatedData": _b64(aad), "encryptionAlgorithm": "AES_GCM"})
-        encrypt = wrk.run(base + "/encrypt",
-                          presign(base + "/encrypt", kms.akid, kms.secret, enc_bodies),
-                          seconds=seconds)
         decrypt = wrk.run(base + "/decrypt",
                           presign(base + "/decrypt", kms.akid, kms.secret, dec_bodies),
                           seconds=seconds)
-        kms.stop()
-        # The same encrypts with the HSM calls on the event loop (KMS_HSM_WORKER=off; the
-        # default makes them in the HSM worker process, kms/hsmproc/)
-        kms = KmsProcess([KEY], env={"KMS_HSM_WORKER": "off"})
-        kms.start()
-        base = f"{kms.url}/xks/kms/xks/v1/keys/{KEY}"
-        client = XksClient(f"{kms.url}/xks", kms.akid, kms.secret)
-        for _ in range(20):  # as warm as the first server was
-            client.encrypt(KEY, os.urandom(32), aad)
-        client.close()
-        inline = wrk.run(base + "/encrypt",
-                         presign(base + "/encrypt", kms.akid, kms.secret, enc_bodies),
-                         seconds=seconds)
         echo = EchoProcess()
-        echo_res = wrk.run(echo.url + "/echo", echo_requests(enc_bodies[0]), seconds=seconds)
-        echo.stop()
-        echo = None
-        # The reference: the mandatory work alone (kms/bench/bare_xks.py), right after echo
+        # The reference: the mandatory work alone (kms/bench/bare_xks.py)
         bare = BareProcess(kms.akid, kms.secret)
         bare_url = f"{bare.url}/kms/xks/v1/keys/{KEY}/encrypt"
-        bare_requests = presign(bare_url, kms.akid, kms.secret, enc_bodies)
-        wrk.run(bare_url, bare_requests[:20], seconds=1)  # as warm as the others
-        bare_res = wrk.run(bare_url, bare_requests, seconds=seconds)
+        inline_url = f"{inline.url}/xks/kms/xks/v1/keys/{KEY}/encrypt"
+        targets = {
+            "xks": (base + "/encrypt", presign(base + "/encrypt", kms.akid, kms.secret,
+                                               enc_bodies)),
+            "inline": (inline_url, presign(inline_url, inline.akid, inline.secret,
+                                           enc_bodies)),
+            "echo": (echo.url + "/echo", echo_requests(enc_bodies[0])),
+            "bare": (bare_url, presign(bare_url, kms.akid, kms.secret, enc_bodies)),
+        }
+        for url, requests in targets.values():
+            wrk.run(url, requests[:20], seconds=1)  # each as warm as the others
+        rounds = max(3, seconds // 2)
+        each = max(1, round(seconds / rounds))
+        runs: dict[str, list[wrk.LoadResult]] = {name: [] for name in targets}
+        for i in range(rounds):
+            for name in (list(targets) if i % 2 == 0 else list(reversed(targets))):
+                url, requests = targets[name]
+                runs[name].append(wrk.run(url, requests, seconds=each, quantiles=True))
     finally:
-        kms.stop()
+        for server in servers:
+            server.stop()
         if echo is not None:
             echo.stop()
         if bare is not None:
             bare.stop()
-    return {"xks_encrypt": encrypt.to_json(), "xks_decrypt": decrypt.to_json(),
-            "echo": echo_res.to_json(),
-            "xks_vs_echo": round(encrypt.rps / echo_res.rps, 3),
-            "xks_encrypt_hsm_inline": inline.to_json(),
-            "xks_hsm_inline_vs_echo": round(inline.rps / echo_res.rps, 3),
-            "xks_bare": bare_res.to_json(),
-            "xks_bare_vs_echo": round(bare_res.rps / echo_res.rps, 3),
-            "xks_vs_bare": round(encrypt.rps / bare_res.rps, 3)}
+    return {"xks_encrypt": _merged(runs["xks"]), "xks_decrypt": decrypt.to_json(),
+            "echo": _merged(runs["echo"]),
+            "xks_vs_echo": _ratio(runs["xks"], runs["echo"]),
+            "xks_encrypt_hsm_inline": _merged(runs["inline"]),
+            "xks_hsm_inline_vs_echo": _ratio(runs["inline"], runs["echo"]),
+            "xks_bare": _merged(runs["bare"]),
+            "xks_bare_vs_echo": _ratio(runs["bare"], runs["echo"]),
+            "xks_vs_bare": _ratio(runs["xks"], runs["bare"]),
+            "xks_rounds": rounds}

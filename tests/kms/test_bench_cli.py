@@ -57,6 +57,7 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
                  "envelope_hsm_limit", "audit_append_rps",
                  "revoke_propagation_ms", "gateway_overhead_ms"):
         assert name in done.stdout, f"{name} missing from the printed table"
+    assert result["xks_rounds"] >= 3  # the XKS targets took turns (xks_load.run)
     assert result["mode"] == "quick" and result["elapsed_s"] < 120
 
 
@@ -126,3 +127,21 @@ def test_paced_bench_reports_the_hsm_worker_on_by_default(tmp_path: Path) -> Non
     out = done.stdout.strip()
     assert out.startswith("audit writer process, HSM worker on ("), out
     assert " fallbacks), pause 20 ms: " in out, out
+
+
+def test_xks_rounds_merge_into_one_run_and_ratios_pair_rounds() -> None:
+    from kms.bench.xks_load import _merged, _ratio
+
+    def result(rps: float, seconds: float, ms: float) -> wrk.LoadResult:
+        grid = tuple((p, ms * (2 if p >= 99 else 1)) for p in wrk.QUANTILE_GRID)
+        return wrk.LoadResult(rps=rps, p50_ms=ms, p99_ms=2 * ms,
+                              requests=round(rps * seconds), errors=0, quantiles=grid)
+
+    fast, slow = [result(3000, 2, 5), result(1000, 2, 15)], [result(6000, 2, 2),
+                                                              result(2000, 2, 6)]
+    merged = _merged(fast)
+    assert merged["rps"] == 2000.0 and merged["requests"] == 8000  # 8,000 in 4 s
+    # 6,000 requests at 5 ms (their top 1 % at 10), 2,000 at 15 (top 1 % at 30), together
+    assert merged["p50_ms"] == 5.0 and merged["p99_ms"] == 15.0
+    # each round's ratio is 0.5: the machine's speed between rounds does not move it
+    assert _ratio(fast, slow) == 0.5
