@@ -105,33 +105,21 @@ def multiprocess_enabled() -> bool:
 
 # -- observing ---------------------------------------------------------------------------
 
-#: labelled children already looked up, by (metric, label values): ``labels()`` takes the
-#: metric's lock and checks every value on each call, a few microseconds per request
-_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+#: per (metric, label values): the labelled child's ``inc`` or ``observe``, looked up once
+#: (``labels()`` takes the metric's lock and checks every value on each call)
+_RECORDERS: dict[tuple[int, tuple[str, ...]], Callable[[float], None]] = {}
 _MAX_CHILDREN = 4096  # the label sets are bounded (see above); past this, look up each time
 
 
-def _child(metric: Any, *values: str) -> Any:
+def _recorder(metric: Any, *values: str) -> Callable[[float], None]:
     key = (id(metric), values)  # the metrics are module constants: ids stay valid
-    child = _CHILDREN.get(key)
-    if child is None:
-        child = metric.labels(*values)
-        if len(_CHILDREN) < _MAX_CHILDREN:
-            _CHILDREN[key] = child
-    return child
-
-
-def observe_request(endpoint: str, outcome: str, seconds: float) -> None:
-    """One request to ``endpoint`` (a fixed name, e.g. ``xks.encrypt`` or an admin route
-    template) that ended with ``outcome`` (``ok`` or the errorName)."""
-    _child(REQUESTS, endpoint, outcome).inc()
-    _child(REQUEST_LATENCY, endpoint).observe(seconds)
-    WORKER_REQUESTS.inc()
-
-
-def outcome_for_status(status: int) -> str:
-    """``ok`` below 400, else the status code (when no errorName is known)."""
-    return "ok" if status < 400 else str(status)
+    record = _RECORDERS.get(key)
+    if record is None:
+        child = metric.labels(*values) if values else metric
+        record = _observer(child) if isinstance(metric, Histogram) else _adder(child)
+        if len(_RECORDERS) < _MAX_CHILDREN:
+            _RECORDERS[key] = record
+    return record
 
 
 def _adder(child: Any) -> Callable[[float], None]:
@@ -163,52 +151,32 @@ def _observer(child: Any) -> Callable[[float], None]:
     return observe
 
 
-#: per (operation, method, status): what one XKS answer adds, resolved once
-_XKS_SERIES: dict[tuple[str, str, int], Callable[[float], None]] = {}
+def observe_request(endpoint: str, outcome: str, seconds: float) -> None:
+    """One request to ``endpoint`` (a fixed name, e.g. ``xks.encrypt`` or an admin route
+    template) that ended with ``outcome`` (``ok`` or the errorName)."""
+    _recorder(REQUESTS, endpoint, outcome)(1)
+    _recorder(REQUEST_LATENCY, endpoint)(seconds)
+    _recorder(WORKER_REQUESTS)(1)
+
+
+def outcome_for_status(status: int) -> str:
+    """``ok`` below 400, else the status code (when no errorName is known)."""
+    return "ok" if status < 400 else str(status)
 
 
 def observe_xks(name: str, method: str, status: int, seconds: float) -> None:
     """The ``XksEndpoint(observe=...)`` callback, once per answer (``name`` is the XKS
-    operation): what :func:`observe_request` (``xks.<name>``) and :func:`observe_http`
-    (the XKS route) would count, with the children and their methods looked up once."""
-    series = _XKS_SERIES.get((name, method, status))
-    if series is None:
-        series = _xks_series(name, method, status)
-    series(seconds)
-
-
-def _xks_series(name: str, method: str, status: int) -> Callable[[float], None]:
-    endpoint = f"xks.{name}"
-    count = _adder(_child(REQUESTS, endpoint, outcome_for_status(status)))
-    latency = _observer(_child(REQUEST_LATENCY, endpoint))
-    http = _adder(_child(HTTP_REQUESTS, XKS_ROUTE, method, str(status)))
-    worker = _adder(WORKER_REQUESTS)
-
-    def series(seconds: float) -> None:
-        count(1)
-        latency(seconds)
-        http(1)
-        worker(1)
-
-    if len(_XKS_SERIES) < _MAX_CHILDREN:  # bounded labels (see above); else not kept
-        _XKS_SERIES[(name, method, status)] = series
-    return series
+    operation): what the middleware (kms/request_log.py) counts for any other request."""
+    observe_request(f"xks.{name}", outcome_for_status(status), seconds)
+    observe_http(XKS_ROUTE, method, status)
 
 
 def observe_http(route: str, method: str, status: int) -> None:
-    _child(HTTP_REQUESTS, route, method, str(status)).inc()
-
-
-_HSM_SERIES: dict[tuple[str, str], Callable[[float], None]] = {}
+    _recorder(HTTP_REQUESTS, route, method, str(status))(1)
 
 
 def observe_hsm_call(operation: str, outcome: str, seconds: float) -> None:
-    observe = _HSM_SERIES.get((operation, outcome))
-    if observe is None:
-        observe = _observer(_child(HSM_LATENCY, operation, outcome))
-        if len(_HSM_SERIES) < _MAX_CHILDREN:
-            _HSM_SERIES[(operation, outcome)] = observe
-    observe(seconds)
+    _recorder(HSM_LATENCY, operation, outcome)(seconds)
 
 
 def observe_audit_batch(size: int, seconds: float) -> None:

@@ -215,12 +215,11 @@ class XksHandler:
             self.keys.confirm(step.key, step.usage, step.version)
             body = step.finish(outcome)
         except KmsError as exc:
-            return self._error(exc, step.call, step.call.started, step.call.name)
+            return self._error(exc, step.call)
         except WouldBlock:
             raise  # the edge completes the request on a worker thread
         except Exception:  # never a stack trace to the caller
-            return self._error(InternalError("internal error"), step.call, step.call.started,
-                               step.call.name)
+            return self._error(InternalError("internal error"), step.call)
         call = step.call
         return XksResponse(200, body, self._event(call, None), call.name)
 
@@ -232,16 +231,15 @@ class XksHandler:
         try:
             store = self._store(match.group("prefix")) if match else None
         except KmsError as exc:  # the database is away: 503, never an unhandled 500
-            return self._error(exc, None, started, "unknown")
+            return self._unaudited(exc, "unknown")
         if match is None or store is None or req.query:
-            return self._refuse(InvalidUriPathError("unknown URI path"), req, started,
-                                "unknown")
+            return self._refuse(InvalidUriPathError("unknown URI path"), req, "unknown")
         name = "health" if match.group("health") else match.group("op")
         call = _Call(OPERATIONS[name], store, match.group("key"), _UNAUTHENTICATED, started,
                      name)
         if req.method != "POST":
             return self._refuse(MethodNotAllowed(f"method {req.method} is not allowed"), req,
-                                started, name)
+                                name)
         try:
             caller = verify_sigv4(
                 req.method, req.raw_path, req.query, _NO_HEADERS, req.body,
@@ -259,19 +257,19 @@ class XksHandler:
             claimed = self._claimed_akid(req.headers)
             if claimed:
                 call.detail["access_key_id"] = claimed
-            return self._error(exc, call, started, name)
+            return self._error(exc, call)
         except KmsError as exc:
-            return self._error(exc, call, started, name)
+            return self._error(exc, call)
         call.actor = _credential_actor(caller.access_key_id)
         try:
             self.throttle.check(store.name, store.throttle_rps)
             body = self._dispatch(call, req.body)
         except KmsError as exc:
-            return self._error(exc, call, started, name)
+            return self._error(exc, call)
         except (WouldBlock, RebuildDeferred):
             raise  # the edge reruns the request on a worker thread
         except Exception:  # never a stack trace to the caller
-            return self._error(InternalError("internal error"), call, started, name)
+            return self._error(InternalError("internal error"), call)
         if isinstance(body, HsmStep):
             return body
         return XksResponse(200, body, self._event(call, None), name)
@@ -450,8 +448,7 @@ class XksHandler:
                           int((time.perf_counter() - call.started) * 1e6),
                           call.detail or _NO_DETAIL)
 
-    def _refuse(self, exc: KmsError, req: XksRequest, started: float,
-                name: str) -> XksResponse:
+    def _refuse(self, exc: KmsError, req: XksRequest, name: str) -> XksResponse:
         """A refusal before authentication (unknown path, wrong method): not audited, but
         budgeted per source like bad signatures (a budget of its own, so that it does not
         eat into the audit of authentication failures): a flood of them is paced and not
@@ -459,11 +456,14 @@ class XksHandler:
         admitted, _ = self._refusals.admit(req.source)
         if not admitted:
             return XksResponse(*wire.error_body_for(exc), None, name, flooding=True)
-        return self._error(exc, None, started, name)
+        return self._unaudited(exc, name)
 
-    def _error(self, exc: KmsError, call: _Call | None, started: float,
-               name: str) -> XksResponse:
-        status, body = wire.error_body_for(exc)
-        event = None if call is None else self._event(call, exc)
-        return XksResponse(status, body, event, name)
+    def _error(self, exc: KmsError, call: _Call) -> XksResponse:
+        """The error answer to ``call``, with its audit event."""
+        return XksResponse(*wire.error_body_for(exc), self._event(call, exc), call.name)
+
+    @staticmethod
+    def _unaudited(exc: KmsError, name: str) -> XksResponse:
+        """An error answer before the request names a key store: no audit record."""
+        return XksResponse(*wire.error_body_for(exc), None, name)
 

@@ -35,7 +35,7 @@ from kms.errors import (
 )
 from kms.hsmproc.channel import Fallback, HsmWorker
 from kms.logging import REQUEST_ID
-from kms.request_log import XKS_ROUTE, log_request, request_id_from, xks_log_line
+from kms.request_log import log_request, request_id_from, xks_log_line
 from kms.xks import wire
 from kms.xks.handler import HsmStep, XksHandler, XksRequest, XksResponse
 from kms.xks.pacing import RefusalPacer
@@ -84,7 +84,8 @@ class XksEndpoint:
             if self.observe is not None:
                 self.observe(name, scope["method"], status, seconds)
             if not flooding and xks_log_line(status):
-                log_request(scope["method"], XKS_ROUTE, status, seconds, audit_wait=audit_wait)
+                log_request(scope["method"], metrics.XKS_ROUTE, status, seconds,
+                            audit_wait=audit_wait)
             REQUEST_ID.reset(bound)
 
     async def _handle_scope(self, scope: Scope,

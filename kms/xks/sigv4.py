@@ -69,6 +69,7 @@ MAX_AUTHORIZATION_LENGTH = 2048
 MAX_SIGNED_HEADERS = 20
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_PATH_LENGTH = 1024
+MAX_METHOD_LENGTH = 16  # bounds what _method_allowed caches
 MAX_HEADER_VALUE_LENGTH = 4096
 
 _GENERIC_MESSAGE = "The request signature could not be verified."
@@ -240,7 +241,7 @@ def _path_allowed(raw_path: str) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _method_allowed(method: str) -> bool:
-    """(The caller bounds the length, as for paths.)"""
+    """An upper-case ASCII token (cached as paths are; the caller bounds the length)."""
     return method == method.upper() and method.isascii() and method.isalpha()
 
 
@@ -303,7 +304,7 @@ def verify_sigv4(
             raise _reject("duplicate signed header")
         if len(value) > MAX_HEADER_VALUE_LENGTH:
             raise _reject("signed header too long")
-        value = " ".join(value.split())  # SigV4 "Trimall": strip, collapse whitespace runs
+        value = _canonical_value(value)
         if name == "x-amz-date":
             amz_date = value
         canonical_lines.append(f"{name}:{value}\n")
@@ -318,7 +319,7 @@ def verify_sigv4(
         raise _reject("query strings are not supported")
     if len(raw_path) > MAX_PATH_LENGTH or not _path_allowed(raw_path):
         raise _reject("unsupported request path")
-    if len(method) > 16 or not _method_allowed(method):
+    if len(method) > MAX_METHOD_LENGTH or not _method_allowed(method):
         raise _reject("unsupported method")
 
     payload_hash = hashlib.sha256(body).hexdigest()
