@@ -96,25 +96,57 @@ class _LoopWaiter:
     The writer never touches the future itself (it belongs to the loop's thread): it
     stores the outcome here, and ``_wake`` hands every waiter of a batch that shares a loop
     to that loop in ONE ``call_soon_threadsafe`` (one wake-up per batch instead of one per
-    record, which is what ``asyncio.wrap_future`` would cost).
+    record, which is what ``asyncio.wrap_future`` would cost). ``deadline``: the timer of
+    the loop iteration's records it was sent with (see _Deadline).
     """
 
-    __slots__ = ("error", "future", "loop", "seq")
+    __slots__ = ("deadline", "error", "future", "loop", "seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[int] = loop.create_future()
         self.seq = -1
         self.error: BaseException | None = None
+        self.deadline: _Deadline | None = None
 
     def set_exception(self, error: BaseException) -> None:  # _fail: wake this one alone
         self.error = error
         _wake({self.loop: [self]})
 
 
+class _Deadline:
+    """One APPEND_TIMEOUT_S timer for the waiters of one loop iteration's records (they
+    were sent together, so they share a deadline): a timer per record cost a TimerHandle
+    and two pushes and pops on the loop's heap, whose comparisons run in Python. Each
+    waiter's answer counts down ``left``; the last one cancels the timer. A waiter answered
+    twice, or never, only leaves the timer to fire, which fails only the futures not done."""
+
+    __slots__ = ("left", "timer", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, waiters: list[_LoopWaiter]) -> None:
+        self.waiters = waiters
+        self.left = len(waiters)
+        for w in waiters:
+            w.deadline = self
+        self.timer = loop.call_later(APPEND_TIMEOUT_S, self.expire)
+
+    def expire(self) -> None:
+        for w in self.waiters:
+            _expire(w.future)
+
+
+def _answered(w: _LoopWaiter) -> None:
+    d = w.deadline
+    if d is not None:
+        d.left -= 1
+        if not d.left:
+            d.timer.cancel()
+
+
 def _deliver(waiters: list[_LoopWaiter]) -> None:
     """On the waiters' loop: resolve their futures (a cancelled one is skipped)."""
     for w in waiters:
+        _answered(w)
         if w.future.done():
             continue
         if w.error is not None:
@@ -153,6 +185,7 @@ def _deliver_batch(token: object, seqs: list[int] | None, message: str) -> None:
     for i, w in enumerate(waiters):
         seq = -1 if seqs is None else seqs[i]
         if type(w) is _LoopWaiter:
+            _answered(w)
             if not w.future.done():
                 if seq >= 0:
                     w.future.set_result(seq)
@@ -220,16 +253,14 @@ class AuditLog:
         loop = asyncio.get_running_loop()
         waiter = _LoopWaiter(loop)
         self._put_on_loop(loop, (event, waiter))
-        # A bare timer (asyncio.timeout's bookkeeping costs several times more per request).
-        timer = loop.call_later(APPEND_TIMEOUT_S, _expire, waiter.future)
-        try:
-            return await waiter.future
-        finally:
-            timer.cancel()
+        return await waiter.future  # the timeout: the outbox's _Deadline
 
     def _flush_outbox(self, loop: asyncio.AbstractEventLoop) -> None:
         outbox = self._outboxes.pop(loop, None)
         if outbox:
+            waiters = [w for _, w in outbox if type(w) is _LoopWaiter]
+            if waiters:
+                _Deadline(loop, waiters)
             channel = self._channel
             if channel is not None and channel.loop is loop:
                 channel.submit([e for e, _ in outbox], [w for _, w in outbox])

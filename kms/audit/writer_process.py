@@ -86,7 +86,8 @@ def _fields(e: AuditEvent) -> _EventFields:
     if (type(e.op) is Operation and type(e.outcome) is Outcome and type(actor) is Actor
             and type(actor.kind) is ActorKind and type(e.detail) is dict
             and (req is None or type(req) is RequestMetadata)):
-        return ("v", e.op.value, e.outcome.value, actor.kind.value, actor.id, e.key_id,
+        # ``_value_``: the member's own attribute (``.value`` is a Python-level descriptor)
+        return ("v", e.op._value_, e.outcome._value_, actor.kind._value_, actor.id, e.key_id,
                 e.key_version, e.store, e.error,
                 None if req is None else (req.awsPrincipalArn, req.awsSourceVpce,
                                           req.kmsKeyArn, req.kmsOperation,

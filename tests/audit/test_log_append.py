@@ -230,6 +230,40 @@ def test_append_async_from_many_coroutines_and_an_invalid_one(tmp_path: Path) ->
     log.close()
 
 
+def test_the_appends_of_one_loop_iteration_share_one_timeout_timer(tmp_path: Path) -> None:
+    """One APPEND_TIMEOUT_S timer per loop iteration's records (not one per record: each
+    cost two operations on the loop's timer heap), cancelled once all are answered, an
+    invalid event's refusal included."""
+    import kms.audit.log as log_module
+
+    log = _log(_engine(tmp_path))
+    bad = AuditEvent(op=Operation.KEY_REVOKE, outcome=Outcome.OK, actor=cli_actor(),
+                     key_version=0)
+    timers: list[asyncio.TimerHandle] = []
+
+    async def main() -> list[int | BaseException]:
+        loop = asyncio.get_running_loop()
+        real = loop.call_later
+
+        def counted(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            handle = real(delay, callback, *args)
+            if delay == log_module.APPEND_TIMEOUT_S:
+                timers.append(handle)
+            return handle
+
+        loop.call_later = counted  # type: ignore[method-assign]
+        return await asyncio.gather(
+            *(log.append_async(bad if i == 3 else _event(i)) for i in range(40)),
+            return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert sorted(r for r in results if isinstance(r, int)) == list(range(39))
+    assert isinstance(results[3], DependencyTimeoutError)
+    assert len(timers) == 1 and timers[0].cancelled()
+    _check_log(log, 39)
+    log.close()
+
+
 def test_append_async_fails_closed_when_the_writer_fails(tmp_path: Path) -> None:
     log = _log(_engine(tmp_path))
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -226,6 +226,31 @@ def test_a_writer_process_that_stops_answering_is_replaced(
     assert replacement != stopped and not _alive(stopped)
     assert seq == 1
     _check_log(log, 2)
+
+
+def test_a_batch_sent_to_the_writer_process_has_one_timeout_timer(tmp_path: Path) -> None:
+    """The records of one loop iteration go as one batch with one APPEND_TIMEOUT_S timer,
+    cancelled by the batch's answer."""
+    log = _plog(tmp_path)
+    timers: list[asyncio.TimerHandle] = []
+
+    async def body() -> list[int]:
+        assert await log.append_async(_event(0)) == 0  # the writer process is up
+        loop = asyncio.get_running_loop()
+        real = loop.call_later
+
+        def counted(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+            handle = real(delay, callback, *args)
+            if delay == log_mod.APPEND_TIMEOUT_S:
+                timers.append(handle)
+            return handle
+
+        loop.call_later = counted  # type: ignore[method-assign]
+        return list(await asyncio.gather(*(log.append_async(_event(i)) for i in range(1, 33))))
+
+    assert sorted(_serve(log, body)) == list(range(1, 33))
+    assert len(timers) == 1 and timers[0].cancelled()
+    _check_log(log, 33)
 
 
 def test_close_delivers_the_answers_of_batches_in_flight(tmp_path: Path) -> None:
