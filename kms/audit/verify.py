@@ -28,7 +28,9 @@ import bisect
 import gc
 import hashlib
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -320,8 +322,7 @@ _JPOS_OR_NULL = rb"(?:null|[1-9][0-9]{0,14})"
 _ERROR_NAME = rb'"[A-Za-z][A-Za-z0-9]{0,63}"'
 _OPS_RE = b"|".join(re.escape(op.encode()) for op in sorted(OPERATIONS, key=len, reverse=True))
 _KINDS_RE = b"|".join(k.encode() for k in sorted(ACTOR_KINDS))
-_LINE_PATTERN: Final = (
-    rb"(?=[^\n]{0," + str(_FAST_MAX_LINE).encode() + rb"}(?:\n|\Z))"
+_LINE_BODY: Final = (
     rb'\{"actor":\{"id":' + _JS1 + rb',"kind":"(?:' + _KINDS_RE + rb')"\},'
     rb'"context_hash":(?:null|"[0-9a-f]{64}"),'
     rb'"detail":\{\},'
@@ -343,11 +344,16 @@ _LINE_PATTERN: Final = (
     rb'"time":"(\d{4}-\d\d-\d\d)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z",'
     rb'"v":1\}'
 )
+# The length bound first: a lookahead to the end of the line.
+_LINE_PATTERN: Final = (
+    rb"(?=[^\n]{0," + str(_FAST_MAX_LINE).encode() + rb"}(?:\n|\Z))" + _LINE_BODY)
 #: One record line; groups: 1 op, 2 outcome, 3 prev, 4 seq, 5 day (check with _real_days).
 _CANONICAL_LINE: Final = re.compile(_LINE_PATTERN)
-#: Any number of such lines, each followed by a newline (one regex call per read block).
+#: Any number of such lines, each followed by a newline (one regex call per read block),
+#: without the length bound: _canonical_runs checks the lines' lengths instead (the
+#: lookahead scanned every line twice).
 _CANONICAL_BLOCK: Final = re.compile(
-    rb"(?:" + re.sub(rb"(?<!\\)\((?!\?)", b"(?:", _LINE_PATTERN) + rb"\n)*+")
+    rb"(?:" + re.sub(rb"(?<!\\)\((?!\?)", b"(?:", _LINE_BODY) + rb"\n)*+")
 # In a block that _CANONICAL_BLOCK matches, each line holds exactly one `"prev":"`, one
 # `"seq":` and one `"time":"` (a raw quote cannot occur inside a string, and no other
 # object of the pattern has these keys), so these find the prev, seq and day of every line,
@@ -785,24 +791,69 @@ _CHUNK: Final = 1 << 22
 _MAX_LINE: Final = 1 << 20
 
 
-def _iter_blocks(path: Path, file_hash: Any) -> Iterator[tuple[bytes, int, list[bytes], bool]]:
+class _ChunkHasher:
+    """SHA-256 of a file's chunks, computed on a second thread in the order given: hashlib
+    releases the GIL while it hashes a large buffer, so the file's digest (for the
+    manifest) runs on the second core beside the line checks instead of before them."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="verify-file-hash",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        update = self._hash.update
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is None:
+                try:
+                    update(chunk)
+                except BaseException as exc:  # reported by hexdigest; keep draining
+                    self._error = exc
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def close(self) -> None:
+        """No more chunks: the thread ends once it has hashed those given."""
+        if not self._closed:
+            self._closed = True
+            self._chunks.put(None)
+
+    def hexdigest(self) -> str:
+        """The digest of every chunk given (waits for the thread)."""
+        self.close()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
+
+
+def _iter_blocks(path: Path,
+                 file_hash: _ChunkHasher) -> Iterator[tuple[bytes, int, list[bytes], bool]]:
     """A file's lines, read in large chunks (hashing the file as a side effect), as
     ``(buf, end, lines, newline_ok)``: ``lines`` are the lines without their newline and,
     when ``end`` > 0, exactly ``buf[:end]`` split at its newlines (every one of them had
     its newline). The final line without newline comes alone with ``newline_ok`` False; a
     line longer than 1 MiB is cut (it is malformed anyway) so memory stays bounded."""
     rest = b""
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            file_hash.update(chunk)
-            buf = rest + chunk
-            lines = buf.split(b"\n")
-            rest = lines.pop()
-            if lines:
-                yield buf, len(buf) - len(rest), lines, True
-            if len(rest) > _MAX_LINE:
-                yield b"", 0, [rest], True
-                rest = b""
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                file_hash.update(chunk)
+                buf = rest + chunk
+                lines = buf.split(b"\n")
+                rest = lines.pop()
+                if lines:
+                    yield buf, len(buf) - len(rest), lines, True
+                if len(rest) > _MAX_LINE:
+                    yield b"", 0, [rest], True
+                    rest = b""
+    finally:  # read to the end, or given up on (an error, the generator dropped)
+        file_hash.close()
     if rest:
         yield b"", 0, [rest], False
 
@@ -833,9 +884,10 @@ class _Run:
         return self._breaks
 
 
-def _canonical_runs(buf: bytes, end: int) -> list[_Run]:
-    """The runs of consecutive lines of ``buf[:end]`` (newline-terminated lines) that match
-    _CANONICAL_LINE: one regex call per run, two findall calls for their fields."""
+def _canonical_runs(buf: bytes, end: int, lines: list[bytes]) -> list[_Run]:
+    """The runs of consecutive lines of ``buf[:end]`` (newline-terminated lines, ``lines``
+    split at them) that match _CANONICAL_LINE: one regex call per run, two findall calls
+    for their fields, the lines' lengths from ``lines``."""
     match = _CANONICAL_BLOCK.match
     runs: list[_Run] = []
     pos = 0
@@ -851,7 +903,10 @@ def _canonical_runs(buf: bytes, end: int) -> list[_Run]:
             seqs = _SEQ_IN_BLOCK.findall(text)
             # A run with a day that does not exist (30 February) is left to the general
             # path, which names the line; the counts always agree, else the same.
+            # Likewise a run with a line over _FAST_MAX_LINE bytes (the block pattern has
+            # no length bound).
             if (len(prevs) == count == len(seqs)
+                    and max(map(len, lines[line:line + count])) <= _FAST_MAX_LINE
                     and _real_days(_DAY_IN_BLOCK.findall(text))):
                 runs.append(_Run(line, line + count, prevs, seqs))
             line += count
@@ -929,10 +984,10 @@ def _stream_records(
         pending_break = None
 
     for _idx, file_path in rec_files:
-        file_hash = sha256()
+        file_hash = _ChunkHasher()
         for buf, end, lines, newline_ok in _iter_blocks(file_path, file_hash):
             hexes = [sha256(x).hexdigest() for x in lines]
-            runs = _canonical_runs(buf, end) if end else []
+            runs = _canonical_runs(buf, end, lines) if end else []
             r = 0
             i = 0
             count = len(lines)

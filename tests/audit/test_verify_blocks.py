@@ -30,9 +30,10 @@ EVERY = 250
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
-def _records(n: int, detail_every: int) -> list[bytes]:
+def _records(n: int, detail_every: int, long_at: int = -1) -> list[bytes]:
     """Records that mostly match the canonical pattern; every `detail_every`-th one has a
-    detail (and so takes the JSON path)."""
+    detail (and so takes the JSON path); the one at `long_at` a line over the fast path's
+    2,048 bytes (a valid record: its key ARN has 2,000 characters)."""
     out: list[bytes] = []
     head: ChainHead | None = None
     for i in range(n):
@@ -43,7 +44,8 @@ def _records(n: int, detail_every: int) -> list[bytes]:
             actor=Actor(kind="xks_credential", id=f"AKID{i % 5}"),
             key_id="k", key_version=1, store="default",
             error="AccessDeniedException" if denied else None,
-            request=RequestMetadata(kmsRequestId=f"r-{i}", kmsOperation="Encrypt"),
+            request=RequestMetadata(kmsRequestId=f"r-{i}", kmsOperation="Encrypt",
+                                    kmsKeyArn="a" * 2000 if i == long_at else None),
             context_hash=hashlib.sha256(str(i).encode()).hexdigest(), latency_us=i,
             detail={"rule": "deny"} if denied else {})
         data = encode(rec)
@@ -81,7 +83,7 @@ def _both(export: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
     seen_fast: list[int] = []
     fast = v.verify_export(export, signer.pem, seen_fast.append)
     with monkeypatch.context() as m:
-        m.setattr(v, "_canonical_runs", lambda buf, end: [])
+        m.setattr(v, "_canonical_runs", lambda buf, end, lines: [])
         seen_slow: list[int] = []
         slow = v.verify_export(export, signer.pem, seen_slow.append)
     assert fast.to_dict() == slow.to_dict()
@@ -217,7 +219,7 @@ def test_runs_cover_exactly_the_canonical_lines() -> None:
     lines = _records(200, 9)
     lines[50] = lines[50].replace(b",", b", ", 1)
     buf = b"".join(line + b"\n" for line in lines)
-    runs = v._canonical_runs(buf, len(buf))
+    runs = v._canonical_runs(buf, len(buf), lines)
     covered = {i for r in runs for i in range(r.first, r.stop)}
     assert covered == {i for i, line in enumerate(lines)
                        if v._CANONICAL_LINE.fullmatch(line) is not None}
@@ -227,3 +229,49 @@ def test_runs_cover_exactly_the_canonical_lines() -> None:
             assert m is not None
             assert r.prevs[k - r.first] == m.group(3).decode()
             assert r.seqs[k - r.first] == m.group(4).decode()
+
+
+def test_a_line_over_the_length_bound_is_left_to_the_general_path(
+        signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block pattern has no length bound (the line pattern's lookahead would scan each
+    line twice): a run holding a line over _FAST_MAX_LINE bytes is left to the general
+    path, which verifies the record through JSON; the report is the same."""
+    lines = _records(300, 0, long_at=120)
+    assert len(lines[120]) > v._FAST_MAX_LINE
+    assert v._CANONICAL_LINE.fullmatch(lines[120]) is None
+    assert v.re.fullmatch(v._LINE_BODY, lines[120]) is not None  # all but the length
+    buf = b"".join(line + b"\n" for line in lines)
+    runs = v._canonical_runs(buf, len(buf), lines)
+    assert not any(r.first <= 120 < r.stop for r in runs)
+    head = b"".join(line + b"\n" for line in lines[:100])
+    assert [(r.first, r.stop) for r in v._canonical_runs(head, len(head), lines[:100])] == [
+        (0, 100)]  # the same lines without the long one make one run
+    export = build_export(tmp_path / "export", lines, notes_for(lines, signer, 100), signer)
+    for chunk in (4096, 1 << 22):
+        report, _ = _both(export, signer, monkeypatch, chunk)
+        assert report["status"] == "valid" and report["record_count"] == 300
+
+
+def test_the_file_digest_on_its_thread_is_the_files_sha256(tmp_path: Path) -> None:
+    """The file's digest (for the manifest) is computed on a second thread: the same
+    SHA-256 as hashing the file at once, in order, across chunk boundaries; the thread ends
+    once the file has been read, also when the reader gives up half-way."""
+    path = tmp_path / "records"
+    data = b"".join(_records(40, 0)[i] + b"\n" for i in range(40)) + b"tail without newline"
+    path.write_bytes(data)
+    hasher = v._ChunkHasher()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(v, "_CHUNK", 1000)
+        blocks = list(v._iter_blocks(path, hasher))
+    assert blocks[-1] == (b"", 0, [b"tail without newline"], False)
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert not hasher._thread.is_alive()
+
+    dropped = v._ChunkHasher()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(v, "_CHUNK", 1000)
+        blocks_iter = v._iter_blocks(path, dropped)
+        next(blocks_iter)
+        blocks_iter.close()  # what an error in the caller's loop does
+    dropped._thread.join(timeout=5)
+    assert not dropped._thread.is_alive()
