@@ -4,7 +4,7 @@ Why: in one process the writer thread's SQLite calls each release the GIL and th
 to get it back from the busy event loop, and each batch's callers are woken through
 ``call_soon_threadsafe``: at 1,000 requests/s a commit that needs 0.2 ms of disk took
 1-1.6 ms (p99 3-9 ms), and every XKS request waits for its record's commit
-(docs/benchmarks.md, fifth pass). Here the event loop writes each iteration's records to
+(docs/benchmarks-history.md, fifth pass). Here the event loop writes each iteration's records to
 a socket and reads the answers as one more readable socket, with no thread in between,
 and the writer process encodes, hashes and commits with its own interpreter.
 

@@ -2,7 +2,7 @@
 encrypts (after a warm-up of 400) through ``kms serve``'s ASGI application in-process, 32
 coroutines on uvloop, audit records committed by the writer process as ``kms serve`` does,
 and nothing timed: the ``edge`` part of ``python -m kms.bench.micro`` for instruction
-counts, which stay put when the machine's speed does not (docs/benchmarks.md, fifteenth
+counts, which stay put when the machine's speed does not (docs/benchmarks-history.md, fifteenth
 pass):
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=cg.N \\

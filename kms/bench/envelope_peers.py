@@ -7,7 +7,7 @@ within each round, so that every library sees the same minutes of this noisy mac
 case's rate is the median of its rounds; a ratio is the median of the rounds' ratios (the
 two cases timed within the same round). Timed one after the other instead, in windows of
 0.5 s, the same code gave ``envelope_vs_esdk`` 3.52 and then 1.37 two minutes apart: the
-Encryption SDK ran at 4,053/s, then 9,025/s (docs/benchmarks.md, twelfth pass).
+Encryption SDK ran at 4,053/s, then 9,025/s (docs/benchmarks-history.md, twelfth pass).
 """
 
 from __future__ import annotations

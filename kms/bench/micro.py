@@ -1,4 +1,4 @@
-"""In-process measurements behind docs/benchmarks.md (second pass on), for effects smaller than
+"""In-process measurements behind docs/benchmarks-history.md (second pass on), for effects smaller than
 the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints them.
 
 - ``hsm``: one 32-byte AES-GCM encrypt through ``Pkcs11Hsm``, ``InstrumentedHsm`` and
@@ -16,7 +16,7 @@ the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints t
   front door, ``XksHandler``, the audit append through the writer process), 32 coroutines
   on one uvloop loop, no sockets or HTTP parsing: event-loop CPU per request and requests/s,
   rounds alternating with the HSM call replaced by a constant (in this process only: a
-  diagnosis of the HSM call's share of the loop, docs/benchmarks.md, eighth pass).
+  diagnosis of the HSM call's share of the loop, docs/benchmarks-history.md, eighth pass).
 
 The parts share one fresh ``KMS_HOME`` (own SoftHSM token, SQLite), like ``kms bench``.
 """

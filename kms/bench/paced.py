@@ -7,7 +7,7 @@ Prints the rate, latency percentiles, and CPU time per request of the server's e
 thread, of the whole server process and of its children (the audit writer process). The
 server inherits the environment: ``KMS_AUDIT_WRITER=thread`` compares the writer thread,
 ``KMS_HSM_WORKER=off`` the HSM calls on the event loop.
-docs/benchmarks.md (fifth pass) has the figures.
+docs/benchmarks-history.md (fifth pass) has the figures.
 """
 
 from __future__ import annotations

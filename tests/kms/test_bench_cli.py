@@ -62,7 +62,7 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
 
 
 def test_micro_xks_part_runs_a_signed_request_through_the_handler(tmp_path: Path) -> None:
-    """``python -m kms.bench.micro xks`` (docs/benchmarks.md, third pass): its signed
+    """``python -m kms.bench.micro xks`` (docs/benchmarks-history.md, third pass): its signed
     encrypt must succeed (the part asserts a 200 first) and each figure is printed."""
     done = subprocess.run([sys.executable, "-m", "kms.bench.micro", "xks"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -87,7 +87,7 @@ with local_runtime() as (rt, _):
 
 def test_micro_edge_part_alternates_the_real_and_the_replaced_hsm_call(
         tmp_path: Path) -> None:
-    """``python -m kms.bench.micro edge`` (docs/benchmarks.md, eighth pass): every request
+    """``python -m kms.bench.micro edge`` (docs/benchmarks-history.md, eighth pass): every request
     through the ASGI app answers 200 (the part raises otherwise), both variants print their
     figures, and the HSM call is the real one again afterwards."""
     done = subprocess.run([sys.executable, "-c", EDGE_SNIPPET], capture_output=True,
@@ -104,7 +104,7 @@ def test_micro_edge_part_alternates_the_real_and_the_replaced_hsm_call(
 
 @pytest.mark.skipif(not wrk.available(), reason="wrk not installed (make install)")
 def test_paced_bench_reports_latency_and_the_writer_process_cpu(tmp_path: Path) -> None:
-    """``python -m kms.bench.paced`` (docs/benchmarks.md, fifth pass): every answer a 200,
+    """``python -m kms.bench.paced`` (docs/benchmarks-history.md, fifth pass): every answer a 200,
     and the audit writer process (a child of kms serve) did the commits (the HSM calls on
     the event loop: KMS_HSM_WORKER=off)."""
     env = dict(os.environ, KMS_HSM_WORKER="off")

@@ -160,7 +160,7 @@ def assert_tail_is_the_disks(srv: KmsServer, p99_ms: float) -> None:
     have sent during the wait had waited too), so one 1.5 s stall of the disk in a minute
     at 1,000/s lifts its p99 far over 250 ms. A fresh clone had wrk's p99 at 858 ms while
     the server's answers had a p99 of 49 ms; scripted 1.5 s stalls of the audit writer
-    reproduce it (docs/benchmarks.md, eleventh pass). The 10-minute soak judges wrk's
+    reproduce it (docs/benchmarks-history.md, eleventh pass). The 10-minute soak judges wrk's
     corrected p99 against the 25 ms target: that is what AWS KMS, which does not stop
     sending while we stall, would see."""
     answers = xks_answers(srv)
