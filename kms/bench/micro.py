@@ -1,5 +1,5 @@
-"""In-process measurements behind docs/benchmarks-history.md (second pass on), for effects smaller than
-the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints them.
+"""In-process measurements behind docs/benchmarks-history.md (second pass on), for effects
+smaller than the run-to-run noise of the HTTP figures: ``python -m kms.bench.micro`` prints them.
 
 - ``hsm``: one 32-byte AES-GCM encrypt through ``Pkcs11Hsm``, ``InstrumentedHsm`` and
   ``KeyService`` (minimum and median of repeated batches of calls);
