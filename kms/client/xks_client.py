@@ -23,6 +23,9 @@ from kms import errors
 from kms.errors import DependencyTimeoutError, InternalError, KmsError
 
 SERVICE = "kms-xks-proxy"
+# Transport failures before any answer (not timeouts): a call that meets one is made once more.
+_CONNECTION_LOST = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError,
+                    httpx.WriteError)
 _BY_NAME: dict[str, type[KmsError]] = {
     cls.error_name: cls
     for cls in (errors.ValidationError, errors.InvalidStateError,
@@ -145,18 +148,32 @@ class XksClient:
             md["kmsKeyArn"] = f"arn:aws:kms:local:000000000000:key/{key_id}"
         return md
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body, separators=(",", ":")).encode()
+    def _signed(self, path: str, data: bytes) -> dict[str, str]:
         request = AWSRequest(method="POST", url=self._base + path, data=data,
                              headers={"Content-Type": "application/json"})
         self._signer.add_auth(request)
-        headers = {k: v for k, v in request.headers.items()}
-        try:
-            response = self._http.post(self._base + path, content=data, headers=headers)
-        except httpx.TimeoutException:
-            raise DependencyTimeoutError("the key service did not answer in time") from None
-        except httpx.HTTPError:
-            raise DependencyTimeoutError("the key service is unreachable") from None
+        return {k: v for k, v in request.headers.items()}
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        for attempt in range(2):
+            try:
+                response = self._http.post(self._base + path, content=data,
+                                           headers=self._signed(path, data))
+                break
+            except httpx.TimeoutException:  # the time budget is spent: never retried
+                raise DependencyTimeoutError("the key service did not answer in time") from None
+            except _CONNECTION_LOST:
+                # The connection failed before an answer came: typically a kept-alive one
+                # whose server (or the replica a load balancer had pinned it to) is gone.
+                # Once more, signed again (httpx has dropped that connection from its pool):
+                # every XKS call may be repeated (an encrypt gives another ciphertext, the
+                # rest only read).
+                if attempt == 0:
+                    continue
+                raise DependencyTimeoutError("the key service is unreachable") from None
+            except httpx.HTTPError:
+                raise DependencyTimeoutError("the key service is unreachable") from None
         try:
             out = response.json()
         except ValueError:
