@@ -119,9 +119,12 @@ class _Deadline:
     were sent together, so they share a deadline): a timer per record cost a TimerHandle
     and two pushes and pops on the loop's heap, whose comparisons run in Python. Each
     waiter's answer counts down ``left``; the last one cancels the timer. A waiter answered
-    twice, or never, only leaves the timer to fire, which fails only the futures not done."""
+    twice, or never, only leaves the timer to fire, which fails only the futures not done.
+    Each waiter drops its ``deadline`` when answered and the deadline its waiters when it
+    fires, so no reference cycle outlives the batch: reference counting frees it, not the
+    cyclic garbage collector."""
 
-    __slots__ = ("left", "timer", "waiters")
+    __slots__ = ("__weakref__", "left", "timer", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, waiters: list[_LoopWaiter]) -> None:
         self.waiters = waiters
@@ -131,13 +134,15 @@ class _Deadline:
         self.timer = loop.call_later(APPEND_TIMEOUT_S, self.expire)
 
     def expire(self) -> None:
-        for w in self.waiters:
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
             _expire(w.future)
 
 
 def _answered(w: _LoopWaiter) -> None:
     d = w.deadline
     if d is not None:
+        w.deadline = None
         d.left -= 1
         if not d.left:
             d.timer.cancel()

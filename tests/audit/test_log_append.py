@@ -230,12 +230,28 @@ def test_append_async_from_many_coroutines_and_an_invalid_one(tmp_path: Path) ->
     log.close()
 
 
-def test_the_appends_of_one_loop_iteration_share_one_timeout_timer(tmp_path: Path) -> None:
+def test_the_appends_of_one_loop_iteration_share_one_timeout_timer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One APPEND_TIMEOUT_S timer per loop iteration's records (not one per record: each
     cost two operations on the loop's timer heap), cancelled once all are answered, an
-    invalid event's refusal included."""
+    invalid event's refusal included; and freed then without the cyclic garbage collector
+    (no waiter <-> deadline cycle left behind)."""
+    import gc
+    import weakref
+
     import kms.audit.log as log_module
 
+    deadlines: list[weakref.ref[log_module._Deadline]] = []
+
+    class Recorded(log_module._Deadline):
+        __slots__ = ()
+
+        def __init__(self, loop: asyncio.AbstractEventLoop,
+                     waiters: list[log_module._LoopWaiter]) -> None:
+            super().__init__(loop, waiters)
+            deadlines.append(weakref.ref(self))
+
+    monkeypatch.setattr(log_module, "_Deadline", Recorded)
     log = _log(_engine(tmp_path))
     bad = AuditEvent(op=Operation.KEY_REVOKE, outcome=Outcome.OK, actor=cli_actor(),
                      key_version=0)
@@ -256,7 +272,12 @@ def test_the_appends_of_one_loop_iteration_share_one_timeout_timer(tmp_path: Pat
             *(log.append_async(bad if i == 3 else _event(i)) for i in range(40)),
             return_exceptions=True)
 
-    results = asyncio.run(main())
+    gc.disable()
+    try:
+        results = asyncio.run(main())
+        assert len(deadlines) == 1 and deadlines[0]() is None  # freed by reference counts
+    finally:
+        gc.enable()
     assert sorted(r for r in results if isinstance(r, int)) == list(range(39))
     assert isinstance(results[3], DependencyTimeoutError)
     assert len(timers) == 1 and timers[0].cancelled()
