@@ -43,7 +43,8 @@ BENCH_PEM = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
     Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
 
 
-def _event() -> AuditEvent:
+def bench_event() -> AuditEvent:
+    """The record every audit bench appends (an XKS encrypt, as kms serve writes one)."""
     return AuditEvent(op=Operation.XKS_ENCRYPT, outcome=Outcome.OK,
                       actor=Actor(kind=ActorKind.XKS_CREDENTIAL, id="BENCHAKIDBENCHAKID22"),
                       key_id="bench-key", key_version=1, store="default",
@@ -54,7 +55,7 @@ def _event() -> AuditEvent:
 def append_rate(log: AuditLog, seconds: float, writers: int = 32) -> dict[str, float]:
     """32 threads calling ``append`` in a closed loop (the library's path, as in the CLI:
     the log's writer thread commits)."""
-    event = _event()
+    event = bench_event()
     counts = [0] * writers
     stop = time.perf_counter() + seconds
 
@@ -79,7 +80,7 @@ def append_rate_serving(engine: Engine, clock: Clock, seconds: float,
     (KMS_AUDIT_WRITER=process, the default); uvloop, as kms serve runs on."""
     log = AuditLog(engine, clock, origin="bench/audit", key_name="bench/audit",
                    public_key_pem=BENCH_PEM, sign=lambda _m: b"", writer="process")
-    event = _event()
+    event = bench_event()
     counts = [0] * writers
 
     async def main() -> float:

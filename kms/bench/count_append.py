@@ -21,7 +21,7 @@ import sys
 import uvloop
 
 from kms.audit.log import AuditLog
-from kms.bench.audit_bench import BENCH_PEM, _event
+from kms.bench.audit_bench import BENCH_PEM, bench_event
 from kms.bench.local_runtime import local_runtime
 
 WARM_UP = 20
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     with local_runtime() as (rt, _env):
         log = AuditLog(rt.engine, rt.clock, origin="bench/audit", key_name="bench/audit",
                        public_key_pem=BENCH_PEM, sign=lambda _m: b"", writer="process")
-        event = _event()
+        event = bench_event()
         before = log.head().size
 
         async def go() -> list[int]:

@@ -32,6 +32,7 @@ from kms.clock import system_clock
 from kms.db.engine import make_engine
 from kms.db.migrations import migrate
 from kms.errors import DependencyTimeoutError
+from tests.audit.timers import record_append_timers
 
 PEM = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
     Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
@@ -258,16 +259,7 @@ def test_the_appends_of_one_loop_iteration_share_one_timeout_timer(
     timers: list[asyncio.TimerHandle] = []
 
     async def main() -> list[int | BaseException]:
-        loop = asyncio.get_running_loop()
-        real = loop.call_later
-
-        def counted(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-            handle = real(delay, callback, *args)
-            if delay == log_module.APPEND_TIMEOUT_S:
-                timers.append(handle)
-            return handle
-
-        loop.call_later = counted  # type: ignore[method-assign]
+        record_append_timers(timers)
         return await asyncio.gather(
             *(log.append_async(bad if i == 3 else _event(i)) for i in range(40)),
             return_exceptions=True)

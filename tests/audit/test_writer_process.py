@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -41,6 +41,7 @@ from kms.errors import DependencyTimeoutError
 from tests.audit.test_log_append import PEM, _check_log, _engine, _event
 from tests.audit.test_record_fast_encoding import _T as FAST_TIME
 from tests.audit.test_record_fast_encoding import _fields as FAST_FIELDS
+from tests.audit.timers import record_append_timers
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -236,16 +237,7 @@ def test_a_batch_sent_to_the_writer_process_has_one_timeout_timer(tmp_path: Path
 
     async def body() -> list[int]:
         assert await log.append_async(_event(0)) == 0  # the writer process is up
-        loop = asyncio.get_running_loop()
-        real = loop.call_later
-
-        def counted(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-            handle = real(delay, callback, *args)
-            if delay == log_mod.APPEND_TIMEOUT_S:
-                timers.append(handle)
-            return handle
-
-        loop.call_later = counted  # type: ignore[method-assign]
+        record_append_timers(timers)
         return list(await asyncio.gather(*(log.append_async(_event(i)) for i in range(1, 33))))
 
     assert sorted(_serve(log, body)) == list(range(1, 33))
