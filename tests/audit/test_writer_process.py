@@ -12,9 +12,10 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -521,15 +522,18 @@ _TYPED_FIELDS = {
         RequestMetadata, kmsRequestId=st.none() | st.text(min_size=1, max_size=30),
         awsPrincipalArn=st.none() | st.just("arn:aws:iam::1:role/x"),
         kmsOperation=st.none() | st.just("Encrypt"), awsSourceVpce=st.none() | st.just("v")),
+    # MappingProxyType({}): the XKS handler's detail for every request without one
     "detail": st.sampled_from([{}, {"reason": "x", "n": -5, "ok": True, "z": None},
-                               {"Bad": 1}, {"f": 1.5}, {"k" * 65: 1}, {"r": "\ud800"}]),
+                               {"Bad": 1}, {"f": 1.5}, {"k" * 65: 1}, {"r": "\ud800"},
+                               MappingProxyType({}), MappingProxyType({"reason": "y"})]),
 }
 
 
 @given(st.fixed_dictionaries(_TYPED_FIELDS))
 @settings(max_examples=500, deadline=None)
 def test_plain_values_encode_as_the_objects_do(f: dict[str, object]) -> None:
-    """Events of the exact types (every XKS and admin event) cross as plain values, and
+    """Events of the exact types (every XKS and admin event, whose detail may be a
+    read-only mapping) cross as plain values, and
     ``encode_values`` turns them into the bytes ``encode_fields`` gives for the objects, or
     declines and the objects' path raises (lone surrogates, bad versions, 65-char detail
     keys, ...)."""
@@ -589,3 +593,52 @@ def test_a_dead_or_less_withholding_prespawned_child_is_not_adopted(
 
 def test_kms_serve_prespawns_the_module_its_writer_channel_adopts() -> None:
     assert wp.LoopChannel.module == serve_cmd.AUDIT_WRITER_MODULE
+
+
+def test_the_xks_front_doors_events_cross_as_plain_values() -> None:
+    """The events kms serve's XKS path really makes (an answered encrypt, and one refused
+    for a key that does not exist) go to the writer process as plain values, not as
+    objects: until stop 27 every XKS event carried the handler's shared read-only empty
+    detail, which sent it the slow way (dataclass reducers and a copy of the event)."""
+    from kms.app import KmsApp, create_app
+    from kms.bench.local_runtime import local_runtime
+    from kms.bench.micro import USAGE, _Receive, _xks_credential
+    from kms.bench.wrk import Prepared
+    from kms.bench.xks_load import encrypt_body, presign
+
+    events: list[AuditEvent] = []
+
+    class Recorder:
+        async def append_async(self, event: AuditEvent) -> int:
+            events.append(event)
+            return len(events)
+
+    async def call(app: KmsApp, p: Prepared) -> int:
+        status: list[int] = []
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        headers = [(b"host", b"127.0.0.1:8000")] + [
+            (k.lower().encode(), v.encode()) for k, v in p.headers.items()]
+        scope = {"type": "http", "method": "POST", "path": p.path,
+                 "raw_path": p.path.encode(), "query_string": b"",
+                 "headers": headers, "client": ("10.0.0.1", 40000)}
+        await app(scope, _Receive(p.body).receive, send)
+        return status[0]
+
+    with local_runtime() as (rt, _):
+        rt.keys.create_key("micro", USAGE, cli_actor("test"))
+        url, akid, secret = _xks_credential(rt)
+        (ok,) = presign(url, akid, secret, [encrypt_body(b"a" * 32, "micro")])
+        (absent,) = presign(url.replace("/micro/", "/absent/"), akid, secret,
+                            [encrypt_body(b"a" * 32, "absent")])
+        app = create_app(rt, background=False)
+        assert isinstance(app, KmsApp) and app.xks is not None
+        app.xks.audit = Recorder()  # type: ignore[assignment]  # what the front door awaits
+        assert asyncio.run(call(app, ok)) == 200
+        assert asyncio.run(call(app, absent)) == 404
+        assert [(e.outcome, e.key_id) for e in events] == [(Outcome.OK, "micro"),
+                                                           (Outcome.ERROR, "absent")]
+        assert [wp._fields(e)[0] for e in events] == ["v", "v"]
