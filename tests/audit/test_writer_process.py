@@ -7,15 +7,18 @@ and is replaced."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -44,6 +47,7 @@ from tests.audit.test_record_fast_encoding import _T as FAST_TIME
 from tests.audit.test_record_fast_encoding import _fields as FAST_FIELDS
 from tests.audit.timers import record_append_timers
 
+ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -599,46 +603,12 @@ def test_the_xks_front_doors_events_cross_as_plain_values() -> None:
     """The events kms serve's XKS path really makes (an answered encrypt, and one refused
     for a key that does not exist) go to the writer process as plain values, not as
     objects: until stop 27 every XKS event carried the handler's shared read-only empty
-    detail, which sent it the slow way (dataclass reducers and a copy of the event)."""
-    from kms.app import KmsApp, create_app
-    from kms.bench.local_runtime import local_runtime
-    from kms.bench.micro import USAGE, _Receive, _xks_credential
-    from kms.bench.wrk import Prepared
-    from kms.bench.xks_load import encrypt_body, presign
-
-    events: list[AuditEvent] = []
-
-    class Recorder:
-        async def append_async(self, event: AuditEvent) -> int:
-            events.append(event)
-            return len(events)
-
-    async def call(app: KmsApp, p: Prepared) -> int:
-        status: list[int] = []
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-
-        headers = [(b"host", b"127.0.0.1:8000")] + [
-            (k.lower().encode(), v.encode()) for k, v in p.headers.items()]
-        scope = {"type": "http", "method": "POST", "path": p.path,
-                 "raw_path": p.path.encode(), "query_string": b"",
-                 "headers": headers, "client": ("10.0.0.1", 40000)}
-        await app(scope, _Receive(p.body).receive, send)
-        return status[0]
-
-    with local_runtime() as (rt, _):
-        rt.keys.create_key("micro", USAGE, cli_actor("test"))
-        url, akid, secret = _xks_credential(rt)
-        (ok,) = presign(url, akid, secret, [encrypt_body(b"a" * 32, "micro")])
-        (absent,) = presign(url.replace("/micro/", "/absent/"), akid, secret,
-                            [encrypt_body(b"a" * 32, "absent")])
-        app = create_app(rt, background=False)
-        assert isinstance(app, KmsApp) and app.xks is not None
-        app.xks.audit = Recorder()  # type: ignore[assignment]  # what the front door awaits
-        assert asyncio.run(call(app, ok)) == 200
-        assert asyncio.run(call(app, absent)) == 404
-        assert [(e.outcome, e.key_id) for e in events] == [(Outcome.OK, "micro"),
-                                                           (Outcome.ERROR, "absent")]
-        assert [wp._fields(e)[0] for e in events] == ["v", "v"]
+    detail, which sent it the slow way (dataclass reducers and a copy of the event). In a
+    process of its own (tests/audit/xks_event_probe.py): SoftHSM reads its token
+    directory once per process."""
+    done = subprocess.run([sys.executable, "-m", "tests.audit.xks_event_probe"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # its last line (the service's log lines come before it)
+    assert json.loads(done.stdout.splitlines()[-1]) == [[200, "ok", "micro", "v"],
+                                       [404, "error", "absent", "v"]]
