@@ -52,6 +52,10 @@ class ListSink:
         self.events.append(event)
         return len(self.events) - 1
 
+    async def append_async(self, event: AuditEvent) -> int:
+        """What the XKS front door awaits of the log (``AuditLog.append_async``)."""
+        return self.append(event)
+
 
 def context_hash(data: bytes | None) -> str | None:
     """The only form in which AAD or an encryption context reaches the log."""

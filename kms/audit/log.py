@@ -124,7 +124,7 @@ class _Deadline:
     fires, so no reference cycle outlives the batch: reference counting frees it, not the
     cyclic garbage collector."""
 
-    __slots__ = ("__weakref__", "left", "timer", "waiters")
+    __slots__ = ("left", "timer", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, waiters: list[_LoopWaiter]) -> None:
         self.waiters = waiters

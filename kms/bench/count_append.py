@@ -20,8 +20,7 @@ import sys
 
 import uvloop
 
-from kms.audit.log import AuditLog
-from kms.bench.audit_bench import BENCH_PEM, bench_event
+from kms.bench.audit_bench import bench_event, serving_log
 from kms.bench.local_runtime import local_runtime
 
 WARM_UP = 20
@@ -32,8 +31,7 @@ def main(argv: list[str]) -> int:
     count = int(argv[0]) if argv and argv[0].isdigit() else 300
     run = asyncio.run if "--asyncio" in argv else uvloop.run
     with local_runtime() as (rt, _env):
-        log = AuditLog(rt.engine, rt.clock, origin="bench/audit", key_name="bench/audit",
-                       public_key_pem=BENCH_PEM, sign=lambda _m: b"", writer="process")
+        log = serving_log(rt.engine, rt.clock)
         event = bench_event()
         before = log.head().size
 

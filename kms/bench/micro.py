@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hsm.types import GcmCiphertext
 from kms.audit.event import cli_actor
@@ -40,6 +40,9 @@ from kms.keys.local_keyring import LocalKeyring
 from kms.keys.model import KeyUsage
 from kms.metrics import REGISTRY, InstrumentedHsm
 from kms.runtime import Runtime
+
+if TYPE_CHECKING:
+    from kms.bench.wrk import Prepared
 
 CONTEXT = {"tenant": "bench", "purpose": "prompt-log"}
 USAGE = frozenset({KeyUsage.ENCRYPT, KeyUsage.DECRYPT})
@@ -123,9 +126,9 @@ def batches(rt: Runtime, seconds: float = 3.0) -> None:
           f"{serving:,.0f} records/s")
 
 
-def _xks_credential(rt: Runtime) -> tuple[str, str, str]:
-    """(URL of an XKS encrypt with the "micro" key, access key id, secret) of a credential
-    added to the default store now."""
+def xks_credential(rt: Runtime, key: str = "micro") -> tuple[str, str, str]:
+    """(URL of an XKS encrypt with ``key``, access key id, secret) of a credential added to
+    the default store now."""
     import base64
 
     from kms.xks.credentials import Secret
@@ -133,7 +136,7 @@ def _xks_credential(rt: Runtime) -> tuple[str, str, str]:
     secret = Secret(base64.b64encode(os.urandom(32)).decode("ascii"))
     akid, _ = rt.credentials.add("default", None, secret, cli_actor("bench"))
     prefix = rt.registry.get_store("default").uri_prefix
-    return (f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/micro/encrypt", akid,
+    return (f"http://127.0.0.1:8000/{prefix}/kms/xks/v1/keys/{key}/encrypt", akid,
             secret.reveal())
 
 
@@ -142,7 +145,7 @@ def xks(rt: Runtime) -> None:
     from kms.bench.xks_load import encrypt_body, presign
     from kms.xks.handler import XksHandler, XksRequest
 
-    url, akid, secret = _xks_credential(rt)
+    url, akid, secret = xks_credential(rt)
     handler = XksHandler(rt.keys, rt.cache, rt.credentials, rt.hsm, rt.clock)
 
     def signed(key_secret: str) -> XksRequest:
@@ -178,16 +181,17 @@ def edge_calls(rt: Runtime, n: int = 400) -> list[Call]:
     """``n`` signed XKS encrypts of the "micro" key, as kms serve's app receives them."""
     from kms.bench.xks_load import encrypt_body, presign
 
-    url, akid, secret = _xks_credential(rt)
-    calls: list[Call] = []
-    for p in presign(url, akid, secret,
-                     [encrypt_body(os.urandom(32), "micro") for _ in range(n)]):
-        headers = [(b"host", b"127.0.0.1:8000")]
-        headers += [(k.lower().encode(), v.encode()) for k, v in p.headers.items()]
-        calls.append(({"type": "http", "method": "POST", "path": p.path,
-                       "raw_path": p.path.encode(), "query_string": b"",
-                       "headers": headers, "client": ("10.0.0.1", 40000)}, p.body))
-    return calls
+    url, akid, secret = xks_credential(rt)
+    return [asgi_call(p) for p in presign(
+        url, akid, secret, [encrypt_body(os.urandom(32), "micro") for _ in range(n)])]
+
+
+def asgi_call(p: Prepared) -> Call:
+    """A prepared (signed) request as kms serve's app receives it from uvicorn."""
+    headers = [(b"host", b"127.0.0.1:8000")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in p.headers.items()]
+    return ({"type": "http", "method": "POST", "path": p.path, "raw_path": p.path.encode(),
+             "query_string": b"", "headers": headers, "client": ("10.0.0.1", 40000)}, p.body)
 
 
 def constant_encrypt(label: str, plaintext: bytes, aad: bytes) -> GcmCiphertext:
@@ -208,18 +212,20 @@ class _Receive:
         return {"type": "http.request", "body": self.body, "more_body": False}
 
 
-async def edge_request(app: Any, call: Call) -> None:
-    """One request through ``app``; raises unless it is answered 200."""
+async def edge_request(app: Any, call: Call, expect: int | None = 200) -> int:
+    """One request through ``app``, its status; raises unless it is ``expect`` (unless
+    that is None)."""
     scope, body = call
-    status: list[object] = []
+    status: list[int] = []
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status.append(message["status"])
 
     await app(dict(scope), _Receive(body).receive, send)
-    if status != [200]:
+    if len(status) != 1 or (expect is not None and status[0] != expect):
         raise RuntimeError(f"XKS encrypt answered {status}")
+    return status[0]
 
 
 def edge(rt: Runtime, rounds: int = 3, per_worker: int = 200, workers: int = 32) -> None:

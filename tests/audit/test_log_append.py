@@ -245,7 +245,7 @@ def test_the_appends_of_one_loop_iteration_share_one_timeout_timer(
     deadlines: list[weakref.ref[log_module._Deadline]] = []
 
     class Recorded(log_module._Deadline):
-        __slots__ = ()
+        __slots__ = ("__weakref__",)  # the test's, not the production class's
 
         def __init__(self, loop: asyncio.AbstractEventLoop,
                      waiters: list[log_module._LoopWaiter]) -> None:
