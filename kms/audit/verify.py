@@ -25,13 +25,14 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import contextlib
 import gc
 import hashlib
 import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -41,6 +42,7 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kms.audit import merkle
+from kms.audit.canonical_lines import CANONICAL_LINE, Run, canonical_runs
 from kms.audit.checkpoint import (
     MAX_NOTE_BYTES,
     Checkpoint,
@@ -73,7 +75,6 @@ from kms.audit.export_format import (
 )
 from kms.audit.merkle import extend_right_edge
 from kms.audit.record import (
-    ACTOR_KINDS,
     GENESIS_PREV,
     MAX_RECORD_BYTES,
     OPERATIONS,
@@ -83,6 +84,7 @@ from kms.audit.record import (
     decode,
     is_real_day,
 )
+from kms.audit.scan_process import ScanProcess
 
 __all__ = [
     "EXIT_INCOMPLETE",
@@ -289,85 +291,6 @@ _MAX_INT: Final = (1 << 53) - 1
 
 _OUTCOMES: Final = frozenset({"ok", "error", "denied"})
 
-# A pattern that matches only RFC 8785 encodings of schema-1 records with an empty
-# `detail` (the common case), used to skip JSON parsing and re-encoding. Why a match is
-# canonical: the keys are the exact schema key set, in sorted order (ASCII order equals
-# UTF-16 order), each once; there is no whitespace; strings are ASCII with exactly the
-# escapes JCS produces (\" \\ \b \t \n \f \r, \u00xx lowercase for the other
-# controls, nothing else escaped, no raw controls or DEL); integers have no sign, zero
-# padding or exponent and at most 15 digits (< 2**53); `op` and `outcome` are spelled out.
-# Why a match is a schema-1 record (AuditRecord.from_json would accept it): the line is at
-# most _FAST_MAX_LINE bytes, so no string in it has more than 2,048 characters; the strings
-# that must not be empty (actor.id, key_id, store, the request's fields) have at least one
-# character; actor.kind is one of the four kinds; key_version is at least 1; an error is an
-# errorName, and only on an error or denied outcome (a lookahead to the outcome); the time
-# of day is a real one (the day is checked by _real_days, which a pattern cannot do); the
-# rest are fixed shapes. The one rule left to the chain check is record 0's prev (64
-# zeros), which the verifier reports as a broken chain. Anything else, including valid
-# canonical records this pattern does not cover, takes the JSON path.
-# Strings are written "unrolled" (plain characters, then any number of escape + plain
-# characters, possessive): the regex engine then runs through plain text in one tight
-# loop instead of trying an alternation at every character.
-# tests/audit/test_verify_fastpath.py checks it against rfc8785 and AuditRecord.from_json;
-# tests/audit/test_verify_schema.py has a signed export for each rule.
-_FAST_MAX_LINE: Final = 2048
-_JC = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
-_JS = (rb'"' + _JC + rb"*+(?:\\(?:[\"\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))" + _JC
-       + rb'*+)*+"')
-_JS1 = rb'"(?!")' + _JS[1:]  # a string of at least one character
-_JS1_OR_NULL = rb"(?:null|" + _JS1 + rb")"
-_JINT = rb"(?:0|[1-9][0-9]{0,14})"
-_JINT_OR_NULL = rb"(?:null|" + _JINT + rb")"
-_JPOS_OR_NULL = rb"(?:null|[1-9][0-9]{0,14})"
-_ERROR_NAME = rb'"[A-Za-z][A-Za-z0-9]{0,63}"'
-_OPS_RE = b"|".join(re.escape(op.encode()) for op in sorted(OPERATIONS, key=len, reverse=True))
-_KINDS_RE = b"|".join(k.encode() for k in sorted(ACTOR_KINDS))
-_LINE_BODY: Final = (
-    rb'\{"actor":\{"id":' + _JS1 + rb',"kind":"(?:' + _KINDS_RE + rb')"\},'
-    rb'"context_hash":(?:null|"[0-9a-f]{64}"),'
-    rb'"detail":\{\},'
-    rb'"error":(?:null|' + _ERROR_NAME + rb'(?=[^\n]*?"outcome":"(?:error|denied)")),'
-    rb'"key_id":' + _JS1_OR_NULL + rb","
-    rb'"key_version":' + _JPOS_OR_NULL + rb","
-    rb'"latency_us":' + _JINT_OR_NULL + rb","
-    rb'"op":"(' + _OPS_RE + rb')",'
-    rb'"outcome":"(ok|error|denied)",'
-    rb'"prev":"([0-9a-f]{64})",'
-    rb'"request":(?:null|\{"awsPrincipalArn":' + _JS1_OR_NULL
-    + rb',"awsSourceVpce":' + _JS1_OR_NULL
-    + rb',"kmsKeyArn":' + _JS1_OR_NULL
-    + rb',"kmsOperation":' + _JS1_OR_NULL
-    + rb',"kmsRequestId":' + _JS1_OR_NULL
-    + rb',"kmsViaService":' + _JS1_OR_NULL + rb"\}),"
-    rb'"seq":(' + _JINT + rb"),"
-    rb'"store":' + _JS1_OR_NULL + rb","
-    rb'"time":"(\d{4}-\d\d-\d\d)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z",'
-    rb'"v":1\}'
-)
-# The length bound first: a lookahead to the end of the line.
-_LINE_PATTERN: Final = (
-    rb"(?=[^\n]{0," + str(_FAST_MAX_LINE).encode() + rb"}(?:\n|\Z))" + _LINE_BODY)
-#: One record line; groups: 1 op, 2 outcome, 3 prev, 4 seq, 5 day (check with _real_days).
-_CANONICAL_LINE: Final = re.compile(_LINE_PATTERN)
-#: Any number of such lines, each followed by a newline (one regex call per read block),
-#: without the length bound: _canonical_runs checks the lines' lengths instead (the
-#: lookahead scanned every line twice).
-_CANONICAL_BLOCK: Final = re.compile(
-    rb"(?:" + re.sub(rb"(?<!\\)\((?!\?)", b"(?:", _LINE_BODY) + rb"\n)*+")
-# In a block that _CANONICAL_BLOCK matches, each line holds exactly one `"prev":"`, one
-# `"seq":` and one `"time":"` (a raw quote cannot occur inside a string, and no other
-# object of the pattern has these keys), so these find the prev, seq and day of every line,
-# in order.
-_PREV_KEY: Final = '"prev":"'
-_DAY_IN_BLOCK: Final = re.compile(r'"time":"([0-9-]{10})T')
-
-
-def _real_days(days: Iterable[str]) -> bool:
-    """Whether every day (YYYY-MM-DD, as the pattern matched it) is a real date."""
-    return all(is_real_day(day) for day in set(days))
-
-
-_SEQ_IN_BLOCK: Final = re.compile(r'"seq":([0-9]+),')
 
 
 def _slow_check(line: bytes, newline_ok: bool) -> tuple[Any, FaultKind | None, str]:
@@ -540,6 +463,7 @@ def verify_export(
     progress: Callable[[int], None] | None = None,
     *,
     trusted_checkpoints: Sequence[str] = (),
+    scan_process: bool | None = None,
 ) -> VerifyReport:
     """Verify an export directory; see the module docstring and docs/audit.md.
 
@@ -547,7 +471,11 @@ def verify_export(
     copy). ``progress(n)`` is called every 10 000 records. ``trusted_checkpoints``: signed
     notes the auditor already holds (e.g. from an earlier audit or a witness); they are
     checked like the export's own checkpoints, and an export whose latest checkpoint is
-    older than one of them is reported ``stale_checkpoint``.
+    older than one of them is reported ``stale_checkpoint``. ``scan_process``: whether a
+    second process scans the record blocks for canonical lines while this one hashes them
+    (kms/audit/scan_process.py): ``None`` when the records are large enough to repay its
+    start (``_SCAN_PROCESS_MIN_BYTES``), sharing the blocks with it once it has started;
+    ``True`` always, waiting for it to start; ``False`` never. The report is the same.
 
     Raises :class:`ExportError` if ``path`` is not a directory and a ``CheckpointError``
     if the given key or a trusted checkpoint is unusable (usage errors, exit 2).
@@ -692,13 +620,16 @@ def verify_export(
 
     # The loop allocates only acyclic objects; pausing the cyclic GC keeps it from
     # rescanning the heap thousands of times (a large share of the run time otherwise).
+    scanner = _start_scanner(rec_files, scan_process)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        n, file_digests = _stream_records(rec_files, signed, faults, progress)
+        n, file_digests = _stream_records(rec_files, signed, faults, progress, scanner)
     finally:
         if gc_was_enabled:
             gc.enable()
+        if scanner is not None:
+            scanner.close()
 
     if manifest is not None:
         listed_files = {f["path"]: f["sha256"] for f in manifest["files"]}
@@ -788,6 +719,28 @@ def verify_export(
 
 
 _CHUNK: Final = 1 << 22
+#: Records from this many bytes on get a scan process (its start takes 50-100 ms).
+_SCAN_PROCESS_MIN_BYTES: Final = 4 * _CHUNK
+
+
+def _start_scanner(rec_files: list[tuple[int, Path]],
+                   wanted: bool | None) -> ScanProcess | None:
+    """The scan process ``verify_export``'s ``scan_process`` asks for, if any."""
+    if wanted is None:
+        size = 0
+        for _idx, file_path in rec_files:
+            with contextlib.suppress(OSError):  # reported when it is read
+                size += file_path.stat().st_size
+        wanted = size >= _SCAN_PROCESS_MIN_BYTES
+        wait = False
+    else:
+        wait = True
+    if not wanted:
+        return None
+    scanner = ScanProcess()
+    if wait:
+        scanner.wait_ready()
+    return scanner
 _MAX_LINE: Final = 1 << 20
 
 
@@ -858,63 +811,34 @@ def _iter_blocks(path: Path,
         yield b"", 0, [rest], False
 
 
-class _Run:
-    """Lines ``first`` to ``stop - 1`` of a block all match _CANONICAL_LINE; their prev
-    and seq fields (text) in order."""
+def _scanned_blocks(path: Path, file_hash: _ChunkHasher, scanner: ScanProcess | None,
+                    ) -> Iterator[tuple[list[bytes], bool, list[Run]]]:
+    """``(lines, newline_ok, runs)`` of each block of :func:`_iter_blocks`, ``runs`` its
+    canonical runs. With a scanner, block k + 1 is read, block k's runs taken from the
+    scanner, block k + 1 handed to it, and then block k given to the caller: the process
+    scans block k + 1 while the caller checks block k. A block the scanner does not take
+    (not started yet, or failed) is scanned here."""
+    if scanner is None:
+        for buf, end, lines, newline_ok in _iter_blocks(path, file_hash):
+            yield lines, newline_ok, canonical_runs(buf, end, lines) if end else []
+        return
+    submitted: tuple[bytes, int, list[bytes], bool, bool] | None = None
 
-    __slots__ = ("_breaks", "first", "prevs", "seqs", "stop")
+    def scanned(block: tuple[bytes, int, list[bytes], bool, bool],
+                ) -> tuple[list[bytes], bool, list[Run]]:
+        buf, end, lines, newline_ok, sent = block
+        runs = scanner.result() if sent else None
+        if runs is None:
+            runs = canonical_runs(buf, end, lines) if end else []
+        return lines, newline_ok, runs
 
-    def __init__(self, first: int, stop: int, prevs: list[str], seqs: list[str]) -> None:
-        self.first, self.stop, self.prevs, self.seqs = first, stop, prevs, seqs
-        self._breaks: list[int] | None = None
-
-    def link_breaks(self, hexes: list[str]) -> list[int]:
-        """Offsets x (ascending) in the run where line x does not follow line x - 1:
-        its prev is not the hash of line x - 1 or its seq is not one more. ``hexes``
-        holds the hash of every line of the block."""
-        if self._breaks is None:
-            prevs, seqs = self.prevs, self.seqs
-            hx = hexes[self.first:self.stop]
-            start = int(seqs[0])
-            if prevs[1:] == hx[:-1] and seqs == list(map(str, range(start, start + len(seqs)))):
-                self._breaks = []
-            else:
-                self._breaks = [x for x in range(1, len(seqs)) if prevs[x] != hx[x - 1]
-                                or int(seqs[x]) != int(seqs[x - 1]) + 1]
-        return self._breaks
-
-
-def _canonical_runs(buf: bytes, end: int, lines: list[bytes]) -> list[_Run]:
-    """The runs of consecutive lines of ``buf[:end]`` (newline-terminated lines, ``lines``
-    split at them) that match _CANONICAL_LINE: one regex call per run, two findall calls
-    for their fields, the lines' lengths from ``lines``."""
-    match = _CANONICAL_BLOCK.match
-    runs: list[_Run] = []
-    pos = 0
-    line = 0
-    while pos < end:
-        stop = match(buf, pos, end).end()  # type: ignore[union-attr]  # `*+` always matches
-        if stop > pos:
-            count = buf.count(b"\n", pos, stop)
-            text = buf[pos:stop].decode("ascii")  # the pattern admits ASCII only
-            # Each line has one `"prev":"` followed by the 64 hex digits the pattern
-            # checked: splitting there is cheaper than a capturing findall.
-            prevs = [part[:64] for part in text.split(_PREV_KEY)[1:]]
-            seqs = _SEQ_IN_BLOCK.findall(text)
-            # A run with a day that does not exist (30 February) is left to the general
-            # path, which names the line; the counts always agree, else the same.
-            # Likewise a run with a line over _FAST_MAX_LINE bytes (the block pattern has
-            # no length bound).
-            if (len(prevs) == count == len(seqs)
-                    and max(map(len, lines[line:line + count])) <= _FAST_MAX_LINE
-                    and _real_days(_DAY_IN_BLOCK.findall(text))):
-                runs.append(_Run(line, line + count, prevs, seqs))
-            line += count
-            pos = stop
-        if pos < end:  # a line the pattern does not cover: the general path's
-            pos = buf.index(b"\n", pos, end) + 1
-            line += 1
-    return runs
+    for buf, end, lines, newline_ok in _iter_blocks(path, file_hash):
+        before = scanned(submitted) if submitted is not None else None
+        submitted = (buf, end, lines, newline_ok, end > 0 and scanner.submit(buf, end))
+        if before is not None:
+            yield before
+    if submitted is not None:
+        yield scanned(submitted)
 
 
 def _stream_records(
@@ -922,8 +846,10 @@ def _stream_records(
     signed: dict[int, list[_SignedRoot]],
     faults: _Faults,
     progress: Callable[[int], None] | None,
+    scanner: ScanProcess | None,
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Check every record line; returns (record count, [(file, sha256)])."""
+    """Check every record line; returns (record count, [(file, sha256)]). ``scanner``:
+    the process that finds the canonical runs of the blocks it is given (else all here)."""
     sha256 = hashlib.sha256
     loads = _loads
     fast = _fast_canonical
@@ -934,7 +860,7 @@ def _stream_records(
     operations = OPERATIONS
     outcomes = _OUTCOMES
     time_match = _TIME_RE.match
-    canonical_line = _CANONICAL_LINE.fullmatch
+    canonical_line = CANONICAL_LINE.fullmatch
     op_bytes = frozenset(op.encode() for op in OPERATIONS)
     outcome_bytes = frozenset(o.encode() for o in _OUTCOMES)
 
@@ -985,15 +911,14 @@ def _stream_records(
 
     for _idx, file_path in rec_files:
         file_hash = _ChunkHasher()
-        for buf, end, lines, newline_ok in _iter_blocks(file_path, file_hash):
+        for lines, newline_ok, runs in _scanned_blocks(file_path, file_hash, scanner):
             hexes = [sha256(x).hexdigest() for x in lines]
-            runs = _canonical_runs(buf, end, lines) if end else []
             r = 0
             i = 0
             count = len(lines)
             while i < count:
                 # --- fast path ---------------------------------------------------------
-                # Lines in a run of canonical lines (see _canonical_runs), while the state
+                # Lines in a run of canonical lines (see canonical_runs), while the state
                 # is clean: from the one whose seq is `expected` and whose prev is the
                 # hash of the line before, up to the next broken link. For those, the
                 # general path below would add no fault and only advance the state; here
@@ -1005,7 +930,7 @@ def _stream_records(
                         and not prev_flagged):
                     run = runs[r]
                     o = i - run.first
-                    if run.seqs[o] == str(expected) and run.prevs[o] == prev_hex:
+                    if run.seqs[o] == str(expected) and run.prev(o) == prev_hex:
                         breaks = run.link_breaks(hexes)
                         nb = bisect.bisect_right(breaks, o)
                         j = run.first + (breaks[nb] if nb < len(breaks)
@@ -1065,7 +990,7 @@ def _stream_records(
                     progress(n)
 
                 # --- parse and canonical form ----------------------------------------------
-                # Fastest path: the line matches _CANONICAL_LINE, a pattern that only matches
+                # Fastest path: the line matches CANONICAL_LINE, a pattern that only matches
                 # canonical schema-1 records with an empty detail (see its comment). Next: the
                 # JSON path (ASCII line, right keys, cheap field checks, equal to its
                 # canonical re-encoding). Everything else takes the slow path, which names

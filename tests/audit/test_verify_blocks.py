@@ -1,24 +1,30 @@
 """The verifier's block fast path gives exactly the report of the line-by-line path.
 
 The fast path (kms/audit/verify.py: runs of canonical lines, bulk hashing, the Merkle tree
-a level at a time) must only ever be a faster way to reach the same state. Each case
-verifies an export twice, once with the fast path switched off (no canonical runs: every
-line through the general path), and compares the whole report and the progress calls;
-small read blocks put lines and runs across block boundaries.
+a level at a time) must only ever be a faster way to reach the same state, and so must the
+scan process that finds the runs (kms/audit/scan_process.py). Each case verifies an export
+with the fast path switched off (no canonical runs: every line through the general path),
+with it on in-process and, in most cases, with the runs found by the scan process, and
+compares the whole reports and the progress calls; small read blocks put lines and runs
+across block boundaries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 import shutil
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from kms.audit import canonical_lines as cl
 from kms.audit import merkle
+from kms.audit import scan_process as sp
 from kms.audit import verify as v
 from kms.audit.export_format import record_file_name
 from kms.audit.record import Actor, ChainHead, RequestMetadata, build_record, encode, record_hash
@@ -76,18 +82,48 @@ def _write(export: Path, lines: list[bytes], *, final_newline: bool = True) -> N
     (export / record_file_name(0)).write_bytes(data)
 
 
+class _Recorded(sp.ScanProcess):
+    """The scan process, its instances kept (to check that it scanned)."""
+
+    made: list[sp.ScanProcess] = []  # replaced per test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made.append(self)
+
+
+def _scanned_by_process(export: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
+                        ) -> tuple[dict[str, object], list[int], int]:
+    """The report and progress calls with the scan process finding the runs, and how
+    many blocks it scanned."""
+    with monkeypatch.context() as m:
+        m.setattr(_Recorded, "made", [])
+        m.setattr(v, "ScanProcess", _Recorded)
+        seen: list[int] = []
+        report = v.verify_export(export, signer.pem, seen.append, scan_process=True)
+        (scanner,) = _Recorded.made
+    assert not scanner.alive  # closed by verify_export
+    return report.to_dict(), seen, scanner.blocks
+
+
 def _both(export: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
-          chunk: int) -> tuple[dict[str, object], list[int]]:
-    """Verify with and without the fast path; assert equal; return the report."""
+          chunk: int, *, process: bool = True) -> tuple[dict[str, object], list[int]]:
+    """Verify with and without the fast path (and with the scan process, if
+    ``process``); assert equal; return the report."""
     monkeypatch.setattr(v, "_CHUNK", chunk)
     seen_fast: list[int] = []
     fast = v.verify_export(export, signer.pem, seen_fast.append)
     with monkeypatch.context() as m:
-        m.setattr(v, "_canonical_runs", lambda buf, end, lines: [])
+        m.setattr(v, "canonical_runs", lambda buf, end, lines: [])
         seen_slow: list[int] = []
-        slow = v.verify_export(export, signer.pem, seen_slow.append)
+        slow = v.verify_export(export, signer.pem, seen_slow.append, scan_process=False)
     assert fast.to_dict() == slow.to_dict()
     assert seen_fast == seen_slow
+    if process:
+        by_process, seen, blocks = _scanned_by_process(export, signer, monkeypatch)
+        assert blocks > 0
+        assert by_process == slow.to_dict()
+        assert seen == seen_slow
     return fast.to_dict(), seen_fast
 
 
@@ -173,7 +209,8 @@ def test_tampered(base: Path, signer: Signer, tmp_path: Path,
         if name == "move_block" and case % 2:
             lines = TAMPERS["flip_byte"](lines, rnd)
         _write(export, lines, final_newline=case != 5)
-        report, _ = _both(export, signer, monkeypatch, rnd.choice([700, 3000, 1 << 16]))
+        report, _ = _both(export, signer, monkeypatch, rnd.choice([700, 3000, 1 << 16]),
+                          process=case in (0, 3))
         assert report["status"] in ("invalid", "incomplete")
 
 
@@ -219,32 +256,32 @@ def test_runs_cover_exactly_the_canonical_lines() -> None:
     lines = _records(200, 9)
     lines[50] = lines[50].replace(b",", b", ", 1)
     buf = b"".join(line + b"\n" for line in lines)
-    runs = v._canonical_runs(buf, len(buf), lines)
+    runs = cl.canonical_runs(buf, len(buf), lines)
     covered = {i for r in runs for i in range(r.first, r.stop)}
     assert covered == {i for i, line in enumerate(lines)
-                       if v._CANONICAL_LINE.fullmatch(line) is not None}
+                       if cl.CANONICAL_LINE.fullmatch(line) is not None}
     for r in runs:
         for k in range(r.first, r.stop):
-            m = v._CANONICAL_LINE.fullmatch(lines[k])
+            m = cl.CANONICAL_LINE.fullmatch(lines[k])
             assert m is not None
-            assert r.prevs[k - r.first] == m.group(3).decode()
+            assert r.prev(k - r.first) == m.group(3).decode()
             assert r.seqs[k - r.first] == m.group(4).decode()
 
 
 def test_a_line_over_the_length_bound_is_left_to_the_general_path(
         signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The block pattern has no length bound (the line pattern's lookahead would scan each
-    line twice): a run holding a line over _FAST_MAX_LINE bytes is left to the general
+    line twice): a run holding a line over FAST_MAX_LINE bytes is left to the general
     path, which verifies the record through JSON; the report is the same."""
     lines = _records(300, 0, long_at=120)
-    assert len(lines[120]) > v._FAST_MAX_LINE
-    assert v._CANONICAL_LINE.fullmatch(lines[120]) is None
-    assert v.re.fullmatch(v._LINE_BODY, lines[120]) is not None  # all but the length
+    assert len(lines[120]) > cl.FAST_MAX_LINE
+    assert cl.CANONICAL_LINE.fullmatch(lines[120]) is None
+    assert re.fullmatch(cl.LINE_BODY, lines[120]) is not None  # all but the length
     buf = b"".join(line + b"\n" for line in lines)
-    runs = v._canonical_runs(buf, len(buf), lines)
+    runs = cl.canonical_runs(buf, len(buf), lines)
     assert not any(r.first <= 120 < r.stop for r in runs)
     head = b"".join(line + b"\n" for line in lines[:100])
-    assert [(r.first, r.stop) for r in v._canonical_runs(head, len(head), lines[:100])] == [
+    assert [(r.first, r.stop) for r in cl.canonical_runs(head, len(head), lines[:100])] == [
         (0, 100)]  # the same lines without the long one make one run
     export = build_export(tmp_path / "export", lines, notes_for(lines, signer, 100), signer)
     for chunk in (4096, 1 << 22):
@@ -275,3 +312,100 @@ def test_the_file_digest_on_its_thread_is_the_files_sha256(tmp_path: Path) -> No
         blocks_iter.close()  # what an error in the caller's loop does
     dropped._thread.join(timeout=5)
     assert not dropped._thread.is_alive()
+
+
+# -- the scan process is only an accelerator ---------------------------------------------
+
+
+def _slow_report(export: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
+                 ) -> dict[str, object]:
+    with monkeypatch.context() as m:
+        m.setattr(v, "canonical_runs", lambda buf, end, lines: [])
+        return v.verify_export(export, signer.pem, scan_process=False).to_dict()
+
+
+class _DiesAfterOneBlock(_Recorded):
+    def result(self) -> list[cl.Run] | None:
+        if self.blocks == 1 and self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        return super().result()
+
+
+class _AnswersOutOfProtocol(_Recorded):
+    def result(self) -> list[cl.Run] | None:
+        if self.blocks == 2 and self._sock is not None:
+            # The real answer is left unread: what follows is not a valid answer.
+            original = self._recv
+            self._recv = lambda: b'[[0, 1, "xyz"]]'  # type: ignore[method-assign]
+            try:
+                return super().result()
+            finally:
+                self._recv = original  # type: ignore[method-assign]
+        return super().result()
+
+
+@pytest.mark.parametrize("broken", [_DiesAfterOneBlock, _AnswersOutOfProtocol],
+                         ids=["dies", "out-of-protocol"])
+def test_a_failing_scan_process_leaves_the_rest_to_the_verifier(
+        base: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
+        broken: type[_Recorded]) -> None:
+    """A scan process that dies or answers out of protocol half-way: the verifier scans
+    that block and every later one itself, and the report is the same."""
+    monkeypatch.setattr(v, "_CHUNK", 4096)
+    expected = _slow_report(base, signer, monkeypatch)
+    monkeypatch.setattr(broken, "made", [])
+    monkeypatch.setattr(v, "ScanProcess", broken)
+    report = v.verify_export(base, signer.pem, scan_process=True)
+    (scanner,) = broken.made
+    assert report.to_dict() == expected
+    assert 1 <= scanner.blocks <= 2  # it scanned until it failed, and no more
+    assert not scanner.alive
+
+
+def test_a_scan_process_that_cannot_start_changes_nothing(
+        base: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(v, "_CHUNK", 4096)
+    expected = _slow_report(base, signer, monkeypatch)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    scanner = sp.ScanProcess()
+    assert not scanner.alive and not scanner.wait_ready(0.1)
+    assert not scanner.submit(b"{}\n", 3)
+    report = v.verify_export(base, signer.pem, scan_process=True)
+    assert report.to_dict() == expected
+
+
+def test_large_records_get_a_scan_process_that_takes_blocks_once_started(
+        base: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scan_process=None``: a process for records of _SCAN_PROCESS_MIN_BYTES or more
+    (none below), which takes blocks once it has said it is ready; the same report."""
+    monkeypatch.setattr(v, "_CHUNK", 2048)
+    expected = _slow_report(base, signer, monkeypatch)
+    size = (base / record_file_name(0)).stat().st_size
+    monkeypatch.setattr(_Recorded, "made", [])
+    monkeypatch.setattr(v, "ScanProcess", _Recorded)
+    monkeypatch.setattr(v, "_SCAN_PROCESS_MIN_BYTES", size + 1)
+    assert v.verify_export(base, signer.pem).to_dict() == expected
+    assert _Recorded.made == []
+    monkeypatch.setattr(v, "_SCAN_PROCESS_MIN_BYTES", size)
+    assert v.verify_export(base, signer.pem).to_dict() == expected
+    assert len(_Recorded.made) == 1 and not _Recorded.made[0].alive
+
+
+def test_the_scan_process_gets_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's environment is PYTHONPATH alone: not the PIN or database URL that
+    the shell running ``kms audit verify`` may hold."""
+    monkeypatch.setenv("KMS_PKCS11_PIN", "not-for-the-child")
+    monkeypatch.setenv("KMS_DATABASE_URL", "postgresql://u:secret@h/db")
+    scanner = sp.ScanProcess()
+    try:
+        assert scanner.wait_ready()
+        assert scanner._proc is not None
+        environ = Path(f"/proc/{scanner._proc.pid}/environ").read_bytes().split(b"\0")
+        assert [e.split(b"=")[0] for e in environ if e] == [b"PYTHONPATH"]
+        block = b"".join(line + b"\n" for line in _records(20, 0))
+        assert scanner.submit(block, len(block))
+        lines = block.split(b"\n")[:-1]
+        assert scanner.result() == cl.canonical_runs(block, len(block), lines)
+    finally:
+        scanner.close()

@@ -11,6 +11,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kms.audit.canonical_lines import CANONICAL_LINE
 from kms.audit.record import (
     OPERATIONS,
     Actor,
@@ -22,7 +23,7 @@ from kms.audit.record import (
     is_real_day,
     record_hash,
 )
-from kms.audit.verify import _CANONICAL_LINE, _schema_valid_but_genesis, verify_export
+from kms.audit.verify import _schema_valid_but_genesis, verify_export
 from tests.audit.synthetic import T0, Signer, build_export, make_records, notes_for
 
 _text = st.text(min_size=1, max_size=12).filter(lambda s: all(not 0xD800 <= ord(c) <= 0xDFFF
@@ -61,7 +62,7 @@ def _is_canonical(line: bytes) -> bool:
 
 def _fast_accepts(line: bytes) -> bool:
     """What the verifier's per-line fast path accepts: the pattern and a real day."""
-    m = _CANONICAL_LINE.fullmatch(line)
+    m = CANONICAL_LINE.fullmatch(line)
     return m is not None and is_real_day(m.group(5).decode())
 
 
@@ -74,7 +75,7 @@ def _is_record(line: bytes) -> bool:
 @given(rec=records())
 def test_matches_are_canonical_and_common_records_match(rec: AuditRecord) -> None:
     line = encode(rec)
-    m = _CANONICAL_LINE.fullmatch(line)
+    m = CANONICAL_LINE.fullmatch(line)
     if m is not None:
         assert _is_record(line)
         assert int(m.group(4)) == rec.seq and m.group(1).decode() == rec.op
@@ -99,7 +100,7 @@ def test_a_raw_del_is_canonical_and_left_to_the_json_path(tmp_path: Path) -> Non
                        actor=Actor(kind="cli", id="a\x7fb"))
     line = encode(rec)
     assert b"\x7f" in line
-    assert _CANONICAL_LINE.fullmatch(line) is None
+    assert CANONICAL_LINE.fullmatch(line) is None
     assert _is_canonical(line)
     tail = list(make_records(2, start=3, head=ChainHead(seq=2, record_hash=record_hash(line))))
     records = [*head_records, line, *tail]

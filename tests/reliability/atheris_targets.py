@@ -17,7 +17,7 @@ breaks a property:
 - ``note``: ``parse_note``, ``parse_checkpoint`` and ``verify_note`` refuse with
   ``AuditError``, and only the untouched note verifies;
 - ``record-line``: the verifier's classification of one record line never raises, and a
-  line its fast path accepts (``_CANONICAL_LINE`` and a real day) is one its full path
+  line its fast path accepts (``CANONICAL_LINE`` and a real day) is one its full path
   accepts as canonical and schema-valid (the fast path must never let through what the
   full one refuses; this target found that it did: tests/audit/test_verify_schema.py).
 
@@ -185,8 +185,9 @@ def _note() -> Target:
 def _record_line() -> Target:
     import rfc8785
 
+    from kms.audit.canonical_lines import CANONICAL_LINE
     from kms.audit.record import is_real_day
-    from kms.audit.verify import _CANONICAL_LINE, _schema_valid_but_genesis, _slow_check
+    from kms.audit.verify import _schema_valid_but_genesis, _slow_check
     from tests.audit.synthetic import make_records
 
     seeds = list(make_records(10))
@@ -194,7 +195,7 @@ def _record_line() -> Target:
     def one(data: bytes) -> None:
         line = data[:-1] if data.endswith(b"\n") else data
         obj, fault, message = _slow_check(line, True)  # the full path: never raises
-        m = _CANONICAL_LINE.fullmatch(line)
+        m = CANONICAL_LINE.fullmatch(line)
         if m is None or not is_real_day(m.group(5).decode()):
             return  # not on the fast path
         # Record 0's prev is the chain check's (a broken chain), not the fast path's.
