@@ -215,13 +215,15 @@ _prespawned: dict[str, tuple[_Spawned, frozenset[str]]] = {}
 
 
 def _spawn(module: str, withheld: frozenset[str]) -> _Spawned | None:
-    """``python -m module FD`` with its end of a new socket pair, without ``withheld`` in
-    its environment; None if it cannot be started."""
+    """``python -P -m module FD`` with its end of a new socket pair, without ``withheld``
+    in its environment; None if it cannot be started. ``-P``: the working directory is not
+    on the child's import path (a module planted there could read what the child is
+    sent, the PIN among it)."""
     ours, theirs = socket.socketpair()
     env = {k: v for k, v in os.environ.items() if k not in withheld}
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, str(theirs.fileno())],
+            [sys.executable, "-P", "-m", module, str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, env=env)
     except OSError:

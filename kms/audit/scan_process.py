@@ -17,7 +17,8 @@ Protocol (kms/framing.py messages): the child's first message is ``ready``; then
 each block (newline-terminated lines), one answer: a JSON list of its spans,
 ``[first, stop, prevs, seqs]`` (``seqs`` joined with commas). The
 child gets no environment but ``PYTHONPATH`` (the parent's ``kms`` package), so no
-secret of the parent's reaches it.
+secret of the parent's reaches it, and runs with ``-P``: the working directory (an auditor
+may run the verifier inside an export they were handed) is not on its import path.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class ScanProcess:
         package_root = str(Path(__file__).resolve().parents[2])
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "kms.audit.scan_process", str(theirs.fileno())],
+                [sys.executable, "-P", "-m", "kms.audit.scan_process", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env={"PYTHONPATH": package_root})
         except OSError:

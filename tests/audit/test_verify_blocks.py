@@ -409,3 +409,18 @@ def test_the_scan_process_gets_no_secret(monkeypatch: pytest.MonkeyPatch) -> Non
         assert scanner.result() == cl.canonical_runs(block, len(block), lines)
     finally:
         scanner.close()
+
+
+def test_the_scan_process_does_not_import_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auditor may run the verifier inside a directory they were handed: a module
+    there named like one the process imports is not imported (``python -P``)."""
+    marker = tmp_path / "imported"
+    (tmp_path / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    scanner = sp.ScanProcess()
+    try:
+        assert scanner.wait_ready()
+    finally:
+        scanner.close()
+    assert not marker.exists()
