@@ -110,19 +110,15 @@ class ScanProcess:
         self._pending += 1
         return True
 
-    def result(self) -> list[Run] | None:
-        """The runs of the block submitted last; None if the process failed (the caller
-        scans that block itself)."""
+    def result(self, line_count: int) -> list[Run] | None:
+        """The runs of the block submitted last (of ``line_count`` lines); None if the
+        process failed or answered what cannot be that block's runs (the caller scans
+        that block itself)."""
         assert self._pending == 1, "result() without a submitted block"
         self._pending = 0
         answer = self._recv()
-        if answer is None:
-            self.close()
-            return None
-        try:
-            runs = [Run(first, stop, prevs, seqs.split(","))
-                    for first, stop, prevs, seqs in json.loads(answer)]
-        except (ValueError, TypeError):
+        runs = None if answer is None else _runs(answer, line_count)
+        if runs is None:
             self.close()
             return None
         self.blocks += 1
@@ -149,6 +145,26 @@ class ScanProcess:
                 proc.wait(timeout=1.0)
             except subprocess.TimeoutExpired:
                 reap_later(proc, "scan-process-reaper")
+
+
+def _runs(answer: bytes, line_count: int) -> list[Run] | None:
+    """The runs in an answer, or None if it is not a list of runs, in order, that do not
+    overlap and lie within the block, each with one prev and one seq per line."""
+    try:
+        items = json.loads(answer)
+        runs: list[Run] = []
+        end = 0
+        for first, stop, prevs, seqs in items:
+            if not (type(first) is int and type(stop) is int and end <= first < stop <= line_count
+                    and type(prevs) is str and len(prevs) == 64 * (stop - first)
+                    and type(seqs) is str and seqs.count(",") == stop - first - 1
+                    and seqs.replace(",", "").isdecimal() and seqs.isascii()):
+                return None
+            runs.append(Run(first, stop, prevs, seqs.split(",")))
+            end = stop
+    except (ValueError, TypeError):
+        return None
+    return runs
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:

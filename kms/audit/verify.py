@@ -827,7 +827,7 @@ def _scanned_blocks(path: Path, file_hash: _ChunkHasher, scanner: ScanProcess | 
     def scanned(block: tuple[bytes, int, list[bytes], bool, bool],
                 ) -> tuple[list[bytes], bool, list[Run]]:
         buf, end, lines, newline_ok, sent = block
-        runs = scanner.result() if sent else None
+        runs = scanner.result(len(lines)) if sent else None
         if runs is None:
             runs = canonical_runs(buf, end, lines) if end else []
         return lines, newline_ok, runs

@@ -325,28 +325,34 @@ def _slow_report(export: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
 
 
 class _DiesAfterOneBlock(_Recorded):
-    def result(self) -> list[cl.Run] | None:
+    def result(self, line_count: int) -> list[cl.Run] | None:
         if self.blocks == 1 and self._proc is not None:
             self._proc.kill()
             self._proc.wait()
-        return super().result()
+        return super().result(line_count)
 
 
-class _AnswersOutOfProtocol(_Recorded):
-    def result(self) -> list[cl.Run] | None:
-        if self.blocks == 2 and self._sock is not None:
-            # The real answer is left unread: what follows is not a valid answer.
-            original = self._recv
-            self._recv = lambda: b'[[0, 1, "xyz"]]'  # type: ignore[method-assign]
-            try:
-                return super().result()
-            finally:
-                self._recv = original  # type: ignore[method-assign]
-        return super().result()
+def _answering(answer: bytes) -> type[_Recorded]:
+    """A scan process whose third answer is ``answer`` instead of its own."""
+    class Answering(_Recorded):
+        def _recv(self) -> bytes | None:
+            real = super()._recv()
+            return answer if self._ready and self.blocks == 2 else real
+
+    return Answering
 
 
-@pytest.mark.parametrize("broken", [_DiesAfterOneBlock, _AnswersOutOfProtocol],
-                         ids=["dies", "out-of-protocol"])
+# Out of protocol: not JSON; a run without its seqs; a run past the block's lines; runs
+# out of order; a prev short; a seq that is not a number; a seq too many.
+_BAD_ANSWERS = [b"[[0", b'[[0, 1, "' + b"a" * 64 + b'"]]', b'[[0, 100000, "", ""]]',
+                b'[[2, 3, "' + b"a" * 64 + b'", "2"], [0, 1, "' + b"a" * 64 + b'", "0"]]',
+                b'[[0, 1, "abc", "0"]]', b'[[0, 1, "' + b"a" * 64 + b'", "x"]]',
+                b'[[0, 1, "' + b"a" * 64 + b'", "0,1"]]']
+
+
+@pytest.mark.parametrize("broken", [_DiesAfterOneBlock] + [_answering(a) for a in _BAD_ANSWERS],
+                         ids=["dies", "not-json", "short-run", "past-the-block", "out-of-order",
+                              "short-prev", "bad-seq", "seq-too-many"])
 def test_a_failing_scan_process_leaves_the_rest_to_the_verifier(
         base: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch,
         broken: type[_Recorded]) -> None:
@@ -406,7 +412,7 @@ def test_the_scan_process_gets_no_secret(monkeypatch: pytest.MonkeyPatch) -> Non
         block = b"".join(line + b"\n" for line in _records(20, 0))
         assert scanner.submit(block, len(block))
         lines = block.split(b"\n")[:-1]
-        assert scanner.result() == cl.canonical_runs(block, len(block), lines)
+        assert scanner.result(len(lines)) == cl.canonical_runs(block, len(block), lines)
     finally:
         scanner.close()
 
