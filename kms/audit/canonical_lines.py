@@ -1,9 +1,10 @@
 """Canonical record lines: the pattern that recognises them, and the scan of a block of
 lines for runs of them (the verifier's fast path, kms/audit/verify.py).
 
-Nothing here decides a verdict: a line this module does not cover goes through the
-verifier's JSON path, which names any problem. Only ``re`` and the record schema's
-constants are imported, so the scan process (kms/audit/scan_process.py) starts quickly.
+A line the pattern covers is a canonical schema-1 record (the pattern's comment says why,
+tests/audit/test_verify_fastpath.py checks it); a line it does not cover goes through the
+verifier's JSON path, which names any problem. Beside ``re`` this imports only the record
+schema's module, for the scan process (kms/audit/scan_process.py) to start quickly.
 """
 
 from __future__ import annotations
