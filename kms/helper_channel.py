@@ -19,14 +19,12 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import time
 
 from kms.errors import DependencyTimeoutError
-from kms.framing import frame, frames, reap_later
+from kms.framing import READY, frame, frames, reap_later, spawn
 
 RESPAWN_INTERVAL_S = 1.0
-READY = b'["ready"]'
 # Least privilege: neither helper gets the HSM PIN or the database URL (with its password)
 # in its environment; the one that needs either receives it over the socket.
 SECRET_ENV = frozenset({"KMS_PKCS11_PIN", "KMS_PKCS11_PIN_FILE", "KMS_DATABASE_URL"})
@@ -215,23 +213,8 @@ _prespawned: dict[str, tuple[_Spawned, frozenset[str]]] = {}
 
 
 def _spawn(module: str, withheld: frozenset[str]) -> _Spawned | None:
-    """``python -P -m module FD`` with its end of a new socket pair, without ``withheld``
-    in its environment; None if it cannot be started. ``-P``: the working directory is not
-    on the child's import path (a module planted there could read what the child is
-    sent, the PIN among it)."""
-    ours, theirs = socket.socketpair()
-    env = {k: v for k, v in os.environ.items() if k not in withheld}
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", module, str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, env=env)
-    except OSError:
-        ours.close()
-        return None
-    finally:
-        theirs.close()
-    return ours, proc
+    """``module``'s child (kms.framing.spawn), without ``withheld`` in its environment."""
+    return spawn(module, {k: v for k, v in os.environ.items() if k not in withheld})
 
 
 def prespawn(module: str, withheld: frozenset[str] = SECRET_ENV) -> None:

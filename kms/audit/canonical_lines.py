@@ -21,11 +21,8 @@ __all__ = [
     "FAST_MAX_LINE",
     "LINE_BODY",
     "Run",
-    "Span",
     "canonical_runs",
-    "canonical_spans",
     "real_days",
-    "runs_of",
 ]
 
 # A pattern that matches only RFC 8785 encodings of schema-1 records with an empty
@@ -118,12 +115,6 @@ class Run:
         self.first, self.stop, self.prevs, self.seqs = first, stop, prevs, seqs
         self._breaks: list[int] | None = None
 
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Run) and (self.first, self.stop, self.prevs, self.seqs)
-                == (other.first, other.stop, other.prevs, other.seqs))
-
-    __hash__ = None  # type: ignore[assignment]  # mutable (its breaks are cached)
-
     def prev(self, offset: int) -> str:
         """The prev field of line ``first + offset``."""
         return self.prevs[64 * offset:64 * offset + 64]
@@ -146,7 +137,7 @@ class Run:
         return self._breaks
 
 
-class Span(NamedTuple):
+class _Span(NamedTuple):
     """Lines ``first`` to ``stop - 1`` of a block, its bytes ``pos`` to ``end``, all match
     CANONICAL_LINE."""
 
@@ -156,12 +147,12 @@ class Span(NamedTuple):
     end: int
 
 
-def canonical_spans(buf: bytes, end: int, lines: list[bytes]) -> list[Span]:
+def _spans(buf: bytes, end: int, lines: list[bytes]) -> list[_Span]:
     """The spans of consecutive lines of ``buf[:end]`` (newline-terminated lines, ``lines``
     split at them) that match CANONICAL_LINE: one regex call per span, the lines' days
     and lengths from ``lines``."""
     match = CANONICAL_BLOCK.match
-    spans: list[Span] = []
+    spans: list[_Span] = []
     pos = 0
     line = 0
     while pos < end:
@@ -175,7 +166,7 @@ def canonical_spans(buf: bytes, end: int, lines: list[bytes]) -> list[Span]:
             # bytes (the block pattern has no length bound).
             if (max(map(len, span_lines)) <= FAST_MAX_LINE
                     and real_days({ln[_DAY].decode("ascii") for ln in span_lines})):
-                spans.append(Span(line, line + count, pos, stop))
+                spans.append(_Span(line, line + count, pos, stop))
             line += count
             pos = stop
         if pos < end:  # a line the pattern does not cover: the general path's
@@ -184,7 +175,7 @@ def canonical_spans(buf: bytes, end: int, lines: list[bytes]) -> list[Span]:
     return spans
 
 
-def runs_of(buf: bytes, spans: list[Span]) -> list[Run]:
+def _runs_of(buf: bytes, spans: list[_Span]) -> list[Run]:
     """The runs of ``spans`` of ``buf``: their lines' prev and seq fields."""
     runs: list[Run] = []
     for span in spans:
@@ -201,5 +192,6 @@ def runs_of(buf: bytes, spans: list[Span]) -> list[Run]:
 
 
 def canonical_runs(buf: bytes, end: int, lines: list[bytes]) -> list[Run]:
-    """The runs of consecutive lines of ``buf[:end]`` that match CANONICAL_LINE."""
-    return runs_of(buf, canonical_spans(buf, end, lines))
+    """The runs of consecutive lines of ``buf[:end]`` (newline-terminated lines, ``lines``
+    split at them) that match CANONICAL_LINE."""
+    return _runs_of(buf, _spans(buf, end, lines))

@@ -5,20 +5,19 @@ record, and Python's ``re`` holds the GIL while it runs: a thread cannot take it
 main thread, a process can. The verifier (kms/audit/verify.py) hands each block it has
 read to this process and, while the process scans it, hashes and chains the block before;
 it checks nothing less: every block the process scans is exactly the bytes the verifier
-read (sent over a private socket pair, never re-read from disk), and its spans become the
-same ``Run`` objects that ``canonical_runs`` gives in-process.
+read (sent over a private socket pair, never re-read from disk), and its answer becomes
+the same ``Run`` objects that ``canonical_runs`` gives in-process.
 
 The process is only an accelerator. Until it has said it is ready, and for good once it
-has failed in any way (it could not start, it died, it answered out of protocol or not
-within ``RESULT_TIMEOUT_S``), the verifier scans its blocks itself; the report is the
-same either way (tests/audit/test_verify_blocks.py).
+has failed in any way (it could not start, it died, it answered out of protocol, with
+what cannot be the block's runs, or not within ``RESULT_TIMEOUT_S``), the verifier scans
+its blocks itself; the report is the same either way (tests/audit/test_verify_blocks.py).
 
-Protocol (kms/framing.py messages): the child's first message is ``ready``; then, for
-each block (newline-terminated lines), one answer: a JSON list of its spans,
-``[first, stop, prevs, seqs]`` (``seqs`` joined with commas). The
-child gets no environment but ``PYTHONPATH`` (the parent's ``kms`` package), so no
-secret of the parent's reaches it, and runs with ``-P``: the working directory (an auditor
-may run the verifier inside an export they were handed) is not on its import path.
+Protocol (kms/framing.py: started with ``spawn``, so with ``python -P``; its first message
+``READY``): for each block (newline-terminated lines), one answer: a JSON list of its
+runs, ``[first, stop, prevs, seqs]`` (``seqs`` joined with commas). The child gets no
+environment but ``PYTHONPATH`` (the parent's ``kms`` package), so no secret of the
+parent's reaches it.
 """
 
 from __future__ import annotations
@@ -33,13 +32,12 @@ from pathlib import Path
 from typing import Final
 
 from kms.audit.canonical_lines import Run, canonical_runs
-from kms.framing import HEADER, frame, reap_later
+from kms.framing import HEADER, READY, frame, read_frame, reap_later, spawn
 
 __all__ = ["RESULT_TIMEOUT_S", "ScanProcess", "main"]
 
 #: How long one block's answer may take (a 4 MiB block takes tens of milliseconds).
 RESULT_TIMEOUT_S: Final = 30.0
-_READY: Final = b"ready"
 _MAX_ANSWER: Final = 1 << 26
 
 
@@ -51,25 +49,16 @@ class ScanProcess:
     yourself"."""
 
     def __init__(self) -> None:
-        self.blocks = 0  # blocks the process has scanned (for tests and benchmarks)
+        self.blocks = 0  # blocks the process has scanned
         self._pending = 0
         self._ready = False
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        ours, theirs = socket.socketpair()
-        package_root = str(Path(__file__).resolve().parents[2])
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "kms.audit.scan_process", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, env={"PYTHONPATH": package_root})
-        except OSError:
-            ours.close()
-            return
-        finally:
-            theirs.close()
-        ours.settimeout(RESULT_TIMEOUT_S)
-        self._sock = ours
+        spawned = spawn("kms.audit.scan_process",
+                        {"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        if spawned is not None:
+            self._sock, self._proc = spawned
+            self._sock.settimeout(RESULT_TIMEOUT_S)
 
     @property
     def alive(self) -> bool:
@@ -88,7 +77,7 @@ class ScanProcess:
         except (OSError, ValueError):
             readable = []
         if readable:
-            if self._recv() == _READY:
+            if self._recv() == READY:
                 self._ready = True
             else:
                 self.close()
@@ -125,14 +114,7 @@ class ScanProcess:
         return runs
 
     def _recv(self) -> bytes | None:
-        sock = self._sock
-        if sock is None:
-            return None
-        header = _recv_exactly(sock, HEADER.size)
-        if header is None:
-            return None
-        (size,) = HEADER.unpack(header)
-        return _recv_exactly(sock, size) if size <= _MAX_ANSWER else None
+        return None if self._sock is None else read_frame(self._sock, _MAX_ANSWER)
 
     def close(self) -> None:
         """Stop the process (it reads end-of-file, or is killed if it is stuck)."""
@@ -167,24 +149,6 @@ def _runs(answer: bytes, line_count: int) -> list[Run] | None:
     return runs
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    """``size`` bytes from ``sock``; None at end-of-file, on an error or on a timeout. On
-    a blocking socket one call does it, straight into the result; on one with a timeout
-    (the parent's), ``recv`` returns what has come so far."""
-    parts: list[bytes] = []
-    left = size
-    try:
-        while left:
-            part = sock.recv(left, socket.MSG_WAITALL)
-            if not part:
-                return None
-            parts.append(part)
-            left -= len(part)
-    except OSError:  # includes the timeout
-        return None
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 # -- the child ---------------------------------------------------------------------------
 
 
@@ -201,12 +165,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the parent
     sock = socket.socket(fileno=int(argv[0]))
     try:
-        sock.sendall(frame(_READY))
-        while (header := _recv_exactly(sock, HEADER.size)) is not None:
-            (size,) = HEADER.unpack(header)
-            block = _recv_exactly(sock, size)
-            if block is None:
-                break
+        sock.sendall(frame(READY))
+        while (block := read_frame(sock)) is not None:
             sock.sendall(frame(_answer(block)))
     except OSError:  # the parent went away
         pass

@@ -719,6 +719,7 @@ def verify_export(
 
 
 _CHUNK: Final = 1 << 22
+_MAX_LINE: Final = 1 << 20
 #: Records from this many bytes on get a scan process (its start takes 50-100 ms).
 _SCAN_PROCESS_MIN_BYTES: Final = 4 * _CHUNK
 
@@ -726,22 +727,19 @@ _SCAN_PROCESS_MIN_BYTES: Final = 4 * _CHUNK
 def _start_scanner(rec_files: list[tuple[int, Path]],
                    wanted: bool | None) -> ScanProcess | None:
     """The scan process ``verify_export``'s ``scan_process`` asks for, if any."""
+    wait = wanted is not None  # asked for explicitly: from the first block on
     if wanted is None:
         size = 0
         for _idx, file_path in rec_files:
             with contextlib.suppress(OSError):  # reported when it is read
                 size += file_path.stat().st_size
         wanted = size >= _SCAN_PROCESS_MIN_BYTES
-        wait = False
-    else:
-        wait = True
     if not wanted:
         return None
     scanner = ScanProcess()
     if wait:
         scanner.wait_ready()
     return scanner
-_MAX_LINE: Final = 1 << 20
 
 
 class _ChunkHasher:

@@ -62,9 +62,9 @@ from kms.audit.record import (
 )
 from kms.errors import DependencyTimeoutError
 from kms.framing import HEADER as _HEADER
+from kms.framing import READY as _READY
 from kms.framing import STOP_TIMEOUT_S
 from kms.framing import frames as _frames
-from kms.helper_channel import READY as _READY
 from kms.helper_channel import HelperChannel
 
 REPLY_TIMEOUT_S = 30.0  # past the database's own lock timeout (busy_timeout 30 s)
@@ -84,8 +84,9 @@ def _fields(e: AuditEvent) -> _EventFields:
     values (C-speed pickling, ~2 us per event against ~9 us for the objects, whose
     dataclass and enum reducers run Python code); anything else goes as the object. A
     detail that is another kind of mapping (the XKS handler's shared read-only empty one)
-    goes as its ``dict`` copy either way: a mappingproxy does not pickle, and until stop 27
-    it sent every XKS record the slow way."""
+    goes as its ``dict`` copy either way: a mappingproxy does not pickle, and taken as an
+    object it would send every XKS record the slow way (docs/benchmarks-history.md,
+    eighteenth pass)."""
     actor, req, detail = e.actor, e.request, e.detail
     if type(detail) is not dict and (type(detail) is MappingProxyType
                                      or isinstance(detail, Mapping)):

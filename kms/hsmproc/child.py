@@ -23,8 +23,7 @@ import time
 from hsm import HsmError, HsmUnavailable, Pin
 from hsm.calls import GcmResult
 from hsm.pkcs11_hsm import Pkcs11Hsm
-from kms.framing import frame, frames
-from kms.helper_channel import READY
+from kms.framing import READY, frame, frames
 from kms.hsmproc.codec import FAILED, Answer, CodecError, decode_calls, encode_results
 
 OPEN_ATTEMPTS = 6

@@ -602,8 +602,8 @@ def test_kms_serve_prespawns_the_module_its_writer_channel_adopts() -> None:
 def test_the_xks_front_doors_events_cross_as_plain_values() -> None:
     """The events kms serve's XKS path really makes (an answered encrypt, and one refused
     for a key that does not exist) go to the writer process as plain values, not as
-    objects: until stop 27 every XKS event carried the handler's shared read-only empty
-    detail, which sent it the slow way (dataclass reducers and a copy of the event). In a
+    objects: every XKS event carries the handler's shared read-only empty
+    detail, which once sent it the slow way (dataclass reducers and a copy of the event). In a
     process of its own (tests/audit/xks_event_probe.py): SoftHSM reads its token
     directory once per process."""
     done = subprocess.run([sys.executable, "-m", "tests.audit.xks_event_probe"],
