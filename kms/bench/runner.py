@@ -47,8 +47,8 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "mode": "quick" if quick else "full",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(),
+                    "python": platform.python_version(), "platform": platform.platform()},
     }
     if wrk.available():
         _step("XKS encrypt/decrypt and echo under wrk", log)
@@ -97,8 +97,27 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     return result
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name (Linux), else what ``platform`` says, else "unknown".
+    Runs on different processors do not compare even as ratios: a faster core speeds the
+    Python peers up more than SoftHSM's system calls (docs/benchmarks-history.md)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def table(r: dict[str, Any]) -> str:
     rows = [("metric", "value")]
+    machine = r.get("machine")
+    if isinstance(machine, dict):
+        rows.append(("machine", f"{machine.get('cpus')} CPUs, {machine.get('cpu', 'unknown')}, "
+                                f"Python {machine.get('python')}"))
 
     def http(name: str) -> None:
         if name in r:

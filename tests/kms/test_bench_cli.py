@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,9 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
                  "envelope_hsm_limit", "audit_append_rps",
                  "revoke_propagation_ms", "gateway_overhead_ms"):
         assert name in done.stdout, f"{name} missing from the printed table"
+    machine = result["machine"]
+    assert machine["cpus"] == os.cpu_count() and machine["cpu"] and machine["python"]
+    assert f"{machine['cpus']} CPUs, {machine['cpu']}" in done.stdout
     assert result["xks_rounds"] >= 3  # the XKS targets took turns (xks_load.run)
     assert result["mode"] == "quick" and result["elapsed_s"] < 120
 
@@ -145,3 +149,15 @@ def test_xks_rounds_merge_into_one_run_and_ratios_pair_rounds() -> None:
     assert merged["p50_ms"] == 5.0 and merged["p99_ms"] == 15.0
     # each round's ratio is 0.5: the machine's speed between rounds does not move it
     assert _ratio(fast, slow) == 0.5
+
+
+def test_the_cpu_model_comes_from_cpuinfo(tmp_path: Path) -> None:
+    from kms.bench.runner import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_model(str(info)) == "AMD EPYC 7B13"
+    info.write_text("processor\t: 0\nmodel name\t:   \n")  # empty: what platform says
+    assert cpu_model(str(info)) == (platform.processor() or "unknown")
+    assert cpu_model(str(tmp_path / "missing")) == (platform.processor() or "unknown")
