@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kms.audit.event import cli_actor
+from kms.bench import targets
 from kms.keys.local_keyring import LocalKeyring
 from kms.keys.model import KeyUsage
 
@@ -94,6 +95,7 @@ def run(quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
             _step("gateway overhead (16 clients)", log)
             result["gateway_overhead_ms"] = gateway_overhead.run(plan.gateway_seconds)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    result["targets"] = targets.judge(result)
     return result
 
 
@@ -152,6 +154,10 @@ def table(r: dict[str, Any]) -> str:
     if "gateway_overhead_ms" in r:
         v = r["gateway_overhead_ms"]
         rows.append(("gateway_overhead_ms", f"p50 {v['p50']} ms, p99 {v['p99']} ms"))
+    verdicts = r.get("targets")
+    if isinstance(verdicts, list) and verdicts:
+        rows += [(f"target {v['target']}", targets.row(v)) for v in verdicts]
+        rows.append(("targets", targets.summary(verdicts)))
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
 

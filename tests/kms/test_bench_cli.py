@@ -61,6 +61,21 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     machine = result["machine"]
     assert machine["cpus"] == os.cpu_count() and machine["cpu"] and machine["python"]
     assert f"{machine['cpus']} CPUs, {machine['cpu']}" in done.stdout
+    # the verdict on each of the targets, recomputed here from the run's own fields
+    verdicts = {v["target"]: v for v in result["targets"]}
+    assert len(verdicts) == 11
+    for name, at_least, bound in (("xks_vs_echo", True, 0.5), ("envelope_vs_esdk", True, 3),
+                                  ("audit_verify_rps", True, 100_000)):
+        value = result[name]
+        assert verdicts[name]["value"] == value
+        assert verdicts[name]["met"] is (value >= bound if at_least else value <= bound)
+    p99 = result["xks_encrypt"]["p99_ms"]
+    assert verdicts["xks_encrypt.p99_ms"]["met"] is (p99 <= 25)
+    uncached = verdicts["envelope_vs_tink_uncached"]
+    assert uncached["ceiling"] == result["envelope_hsm_limit"]["vs_tink_uncached"]
+    assert uncached["reachable"] is (uncached["ceiling"] >= 0.3)
+    met = sum(1 for v in verdicts.values() if v["met"])
+    assert f"{met} of 11 met" in done.stdout
     assert result["xks_rounds"] >= 3  # the XKS targets took turns (xks_load.run)
     assert result["mode"] == "quick" and result["elapsed_s"] < 120
 
