@@ -48,6 +48,11 @@ def test_each_bound_is_judged_on_its_own_side() -> None:
     assert v["audit_append_rps"]["met"] is True and v["audit_append_rps"]["rule"] == ">= 20,000"
     assert summary(judge(r)) == "9 of 11 met; missed: xks_encrypt.p99_ms, xks_vs_echo"
     assert row(v["xks_vs_echo"]) == ">= 0.5: 0.499  MISSED"
+    r["xks_bare_vs_echo"] = 0.512  # the bare reference, same rounds: context, not a ceiling
+    echo = by_name(r)["xks_vs_echo"]
+    assert echo["reference"] == {"field": "xks_bare_vs_echo", "value": 0.512}
+    assert "reachable" not in echo
+    assert row(echo) == ">= 0.5: 0.499  MISSED (reference: xks_bare_vs_echo 0.512)"
 
 
 def test_a_ceiling_below_the_bound_puts_the_target_out_of_reach() -> None:
