@@ -92,12 +92,20 @@ def summary(verdicts: list[dict[str, Any]]) -> str:
     return line
 
 
+def _number(x: float) -> str:
+    """At most three decimals, without trailing zeros; three significant digits below 1
+    (a revocation of 0.0004 ms is not 0)."""
+    if abs(x) < 1:
+        return f"{x:.3g}"
+    return f"{x:,.3f}".rstrip("0").rstrip(".")
+
+
 def row(verdict: dict[str, Any]) -> str:
     """The table's cell for one verdict."""
     value = verdict["value"]
     if value is None:
         return f"{verdict['rule']}: not measured"
-    text = f"{verdict['rule']}: {value:,.3f}".rstrip("0").rstrip(".")
+    text = f"{verdict['rule']}: {_number(value)}"
     text += "  met" if verdict["met"] else "  MISSED"
     if verdict.get("ceiling") is not None:
         text += f" (ceiling {verdict['ceiling']:g}"

@@ -48,6 +48,10 @@ def test_each_bound_is_judged_on_its_own_side() -> None:
     assert v["audit_append_rps"]["met"] is True and v["audit_append_rps"]["rule"] == ">= 20,000"
     assert summary(judge(r)) == "9 of 11 met; missed: xks_encrypt.p99_ms, xks_vs_echo"
     assert row(v["xks_vs_echo"]) == ">= 0.5: 0.499  MISSED"
+    assert row(v["audit_append_rps"]) == ">= 20,000: 20,000  met"
+    assert row(v["xks_encrypt.p99_ms"]) == "<= 25: 25.01  MISSED"
+    r["revoke_propagation_ms"]["same_process"] = 0.0004  # small, but not 0
+    assert row(by_name(r)["revoke_propagation_ms.same_process"]) == "<= 0.5: 0.0004  met"
     r["xks_bare_vs_echo"] = 0.512  # the bare reference, same rounds: context, not a ceiling
     echo = by_name(r)["xks_vs_echo"]
     assert echo["reference"] == {"field": "xks_bare_vs_echo", "value": 0.512}
